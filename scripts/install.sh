@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything the node needs on a Debian machine with Python 3.11:
+# Debian packages (dcmtk, dicom3tools, orthanc, tcmalloc) and a virtual environment at .venv/.
+#   scripts/install.sh          the node
+#   scripts/install.sh --test   the node plus what the tests need
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+
+debs=(dcmtk dicom3tools orthanc libtcmalloc-minimal4)
+missing=()
+for p in "${debs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing Debian packages: ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # the packaged Orthanc starts a system service; the node's tests run their own
+    if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now orthanc 2>/dev/null || true; fi
+    $SUDO service orthanc stop 2>/dev/null || true
+fi
+
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# torch first, pinned: a looser spec resolved by another package pulls GBs of CUDA wheels
+.venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".${extras}"
