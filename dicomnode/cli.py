@@ -1,0 +1,126 @@
+"""The `spinenode` console script (also `python -m dicomnode`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dicomnode.errors import NodeError
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=None,
+                   help="configuration file (default: $SPINENODE_CONFIG or ./config.toml, else built-in defaults)")
+
+
+def _matrix(text: str) -> tuple[int, int]:
+    try:
+        rows, cols = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not ROWSxCOLUMNS, e.g. 512x512") from None
+    return rows, cols
+
+
+def _phases(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition("-")
+    try:
+        lo_i, hi_i = int(lo), int(hi or lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not P or A-B, e.g. 1, 5 or 3-8") from None
+    return lo_i, hi_i
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spinenode", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="run the node: SCP, assembler and worker(s)")
+    _add_config(p)
+    p = sub.add_parser("worker", help="run a worker alone, against the configured database")
+    _add_config(p)
+    p = sub.add_parser("status", help="studies, series, jobs and outbox per state")
+    _add_config(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("synth", help="write synthetic phantom studies (series + ground-truth SEG + JSON)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--studies", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="study i uses seed SEED+i")
+    p.add_argument("--phases", type=_phases, default=(1, 1),
+                   help="1 (single post-contrast phase, default), P (3..8) or a range A-B drawn per study")
+    p.add_argument("--label", choices=["metastasis", "primary"], default=None,
+                   help="class of every study (default: drawn per study)")
+    p.add_argument("--matrix", type=_matrix, default=None, help="ROWSxCOLUMNS (default: drawn per study)")
+    p.add_argument("--transfer-syntax", choices=["explicit", "jpegls", "j2k", "rle"], default="explicit")
+    p.add_argument("--preview", action="store_true", help="also write preview.png per study")
+    p = sub.add_parser("send", help="C-STORE DICOM files (a file or a folder, recursively)")
+    p.add_argument("path", type=Path)
+    p.add_argument("--to", required=True, help="AET@HOST:PORT")
+    p.add_argument("--calling-ae", default="SPINENODE")
+    return parser
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from dicomnode import status
+    from dicomnode.config import load_config
+    from dicomnode.db import init_db, make_engine, make_sessionmaker
+
+    cfg = load_config(args.config)
+    engine = make_engine(cfg.database.url)
+    init_db(engine)
+    report = status.collect(make_sessionmaker(engine))
+    engine.dispose()
+    print(json.dumps(report, indent=2) if args.json else status.render(report))
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from pipeline.phantom import generate_study, write_study
+    from pipeline.phantom.params import METASTASIS, PRIMARY
+
+    label = {"metastasis": METASTASIS, "primary": PRIMARY, None: None}[args.label]
+    lo, hi = args.phases
+    if not (lo == hi == 1 or 3 <= lo <= hi <= 8):
+        raise NodeError(f"--phases {lo}-{hi}: use 1, or phases within 3..8")
+    for i in range(args.studies):
+        seed = args.seed + i
+        phases = lo if lo == hi else int(np.random.default_rng([seed, 7]).integers(lo, hi + 1))
+        study = generate_study(seed, label=label, phases=phases, matrix=args.matrix)
+        folder = write_study(study, args.out, transfer_syntax=args.transfer_syntax, preview=args.preview)
+        p = study.params
+        print(f"{folder}  {p.label_name:<10} lesions={len(p.lesions)} phases={p.phases} "
+              f"matrix={p.rows}x{p.columns}")
+    return 0
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    from dicomnode.scu import parse_destination, send_files
+
+    ae_title, host, port = parse_destination(args.to)
+    paths = sorted(args.path.rglob("*.dcm")) if args.path.is_dir() else [args.path]
+    if not paths:
+        raise NodeError(f"no .dcm files under {args.path}")
+    results = send_files(paths, ae_title, host, port, calling_ae=args.calling_ae)
+    failed = [r for r in results if r.status != 0]
+    for r in failed:
+        print(f"{r.path}: status {'none' if r.status is None else hex(r.status)}", file=sys.stderr)
+    print(f"sent {len(results) - len(failed)} of {len(results)} to {args.to}")
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in ("serve", "worker"):
+            from dicomnode import node
+            from dicomnode.config import load_config
+
+            cfg = load_config(args.config)
+            return node.serve(cfg) if args.command == "serve" else node.run_worker(cfg)
+        return {"status": _cmd_status, "synth": _cmd_synth, "send": _cmd_send}[args.command](args)
+    except NodeError as exc:
+        print(f"spinenode {args.command}: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,233 @@
+"""Database: SQLAlchemy 2 models and the engine (SQLite in WAL mode by default, PostgreSQL too).
+
+Every received instance, every series decision, every job (with its events) and every outgoing
+object is a row, so nothing the node has acknowledged lives only in memory. The schema carries
+an explicit version: a database made by another version is refused with a clear message
+instead of being used half-compatible.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+
+from dicomnode.errors import SchemaVersionError
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC (what SQLite stores); every timestamp in the database is UTC."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class SeriesState(enum.StrEnum):
+    RECEIVING = "receiving"  # instances arriving, protocol rule not met yet
+    COMPLETE = "complete"  # rule met: an analysis job exists
+    ABSTAINED = "abstained"  # wanted, but incomplete after the quiet period (or refused)
+    IGNORED = "ignored"  # not the protocol this node analyses (recorded, never processed)
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"  # waiting for a retry (not_before)
+    DEAD = "dead"  # gave up after max attempts
+    ABSTAINED = "abstained"  # the series or the pipeline refused: a reason, no analysis
+
+
+class JobKind(enum.StrEnum):
+    ANALYSE = "analyse"
+    ABSTAIN = "abstain"
+
+
+class OutboxState(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    DEAD = "dead"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class SchemaInfo(Base):
+    __tablename__ = "schema_info"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    series: Mapped[list[Series]] = relationship(back_populates="study")
+
+
+class Series(Base):
+    __tablename__ = "series"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    modality: Mapped[str | None] = mapped_column(String(16))
+    state: Mapped[SeriesState] = mapped_column(
+        Enum(SeriesState, native_enum=False, length=16), default=SeriesState.RECEIVING, index=True)
+    reason: Mapped[str | None] = mapped_column(String(64))
+    reason_detail: Mapped[str | None] = mapped_column(Text)
+    attrs: Mapped[dict[str, Any]] = mapped_column(default=dict)  # series-level protocol headers
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    late_instances: Mapped[int] = mapped_column(Integer, default=0)
+    first_received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    study: Mapped[Study] = relationship(back_populates="series")
+    instances: Mapped[list[Instance]] = relationship(back_populates="series")
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    path: Mapped[str] = mapped_column(Text)  # relative to data_dir
+    transfer_syntax: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    calling_ae: Mapped[str] = mapped_column(String(16))
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    instance_number: Mapped[int | None] = mapped_column(Integer)
+    position: Mapped[list[Any] | None] = mapped_column()  # ImagePositionPatient
+    orientation: Mapped[list[Any] | None] = mapped_column()  # ImageOrientationPatient
+    pixel_spacing: Mapped[list[Any] | None] = mapped_column()
+    slice_thickness: Mapped[float | None] = mapped_column(Float)
+    temporal_position: Mapped[int | None] = mapped_column(Integer)
+    rows: Mapped[int | None] = mapped_column(Integer)
+    columns: Mapped[int | None] = mapped_column(Integer)
+    late: Mapped[bool] = mapped_column(Boolean, default=False)  # arrived after the series' decision
+    series: Mapped[Series] = relationship(back_populates="instances")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    kind: Mapped[JobKind] = mapped_column(Enum(JobKind, native_enum=False, length=16))
+    state: Mapped[JobState] = mapped_column(Enum(JobState, native_enum=False, length=16), index=True)
+    reason: Mapped[str | None] = mapped_column(String(64))
+    reason_detail: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    not_before: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    result: Mapped[dict[str, Any] | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    series: Mapped[Series] = relationship()
+
+
+class JobEvent(Base):
+    """One line of a job's history: claimed, succeeded, failed, retry, lease expired, dead."""
+
+    __tablename__ = "job_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    event: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(128))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class OutboxItem(Base):
+    """An object the node made, on disk, waiting to be (or already) C-STOREd to a destination."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (UniqueConstraint("destination", "sop_instance_uid"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    state: Mapped[OutboxState] = mapped_column(
+        Enum(OutboxState, native_enum=False, length=16), default=OutboxState.PENDING, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # a committed instance row survives power loss
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, full sync, foreign keys and a busy timeout."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and ":memory:" not in path:
+            from pathlib import Path
+
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def init_db(engine: Engine) -> None:
+    """Create the schema on an empty database, or check the version of an existing one."""
+    tables = set(inspect(engine).get_table_names())
+    if not tables:
+        Base.metadata.create_all(engine)
+        with engine.begin() as conn:
+            conn.execute(SchemaInfo.__table__.insert().values(id=1, version=SCHEMA_VERSION))
+        return
+    if "schema_info" not in tables:
+        raise SchemaVersionError(
+            f"the database at {engine.url!r} has tables but no schema_info: it was not made by "
+            "spinenode; point database.url at an empty or spinenode database"
+        )
+    with engine.connect() as conn:
+        version = conn.execute(select(SchemaInfo.version)).scalar()
+    if version != SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"the database at {engine.url!r} has schema version {version}; this node needs "
+            f"{SCHEMA_VERSION}. Keep the old database with the old node version, or move it "
+            "aside and start with an empty one"
+        )
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker:
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,141 @@
+"""`spinenode serve` and `spinenode worker`: wiring of SCP, assembler and workers in one process.
+
+Shutdown (SIGTERM or SIGINT) stops accepting associations first; an instance is acknowledged
+only after its file is renamed into place and its row committed, so nothing acknowledged is lost
+whatever moment the process stops. A job running at shutdown is finished if it ends within
+the grace period; otherwise its lease expires and the next start runs it again.
+
+The sender (results back to the PACS through the outbox) joins this wiring with the results
+issue; destinations are already read from the configuration.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import sessionmaker
+
+from dicomnode import logs
+from dicomnode.assembler import Assembler
+from dicomnode.config import Config
+from dicomnode.db import init_db, make_engine, make_sessionmaker
+from dicomnode.handlers import StoreContext
+from dicomnode.scp import start_scp
+from dicomnode.worker import Worker, worker_name
+
+log = logs.get_logger(__name__)
+SHUTDOWN_GRACE_S = 30.0
+
+
+def setup(cfg: Config) -> tuple[Engine, sessionmaker]:
+    """Logging, data folder and database, as every subcommand that runs the node needs."""
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    logs.configure(cfg.logging.level, cfg.data_dir / cfg.logging.json_file, cfg.logging.console)
+    engine = make_engine(cfg.database.url)
+    init_db(engine)
+    return engine, make_sessionmaker(engine)
+
+
+@dataclass
+class Node:
+    """A running node; ``port`` is the port the SCP actually bound (useful with port 0)."""
+
+    cfg: Config
+    engine: Engine
+    sessions: sessionmaker
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    port: int = 0
+    _server: object = None
+    _scheduler: BackgroundScheduler | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> Node:
+        assembler = Assembler(self.sessions, self.cfg.protocol, self.cfg.worker)
+        self._scheduler = BackgroundScheduler(timezone="UTC")
+        job = self._scheduler.add_job(assembler.run, "interval", seconds=self.cfg.protocol.check_interval_s,
+                                      id="assembler", max_instances=1, coalesce=True)
+        assembler.wake = lambda: job.modify(next_run_time=_now())
+        self._scheduler.start()
+        ctx = StoreContext(node=self.cfg.node, sessions=self.sessions, on_stored=assembler.notify)
+        self._server = start_scp(self.cfg.node, ctx)
+        self.port = self._server.server_address[1]  # type: ignore[attr-defined]
+        _write_port_file(self.cfg.data_dir, self.port)
+        for i in range(self.cfg.worker.workers):
+            worker = Worker(self.cfg, self.sessions, name=worker_name(i))
+            thread = threading.Thread(target=worker.run, args=(self.stop_event,), name=f"worker-{i}")
+            thread.start()
+            self._threads.append(thread)
+        log.info("node_started", ae_title=self.cfg.node.ae_title, port=self.port,
+                 workers=self.cfg.worker.workers, destinations=[d.name for d in self.cfg.destinations])
+        return self
+
+    def stop(self) -> None:
+        log.info("node_stopping")
+        if self._server is not None:
+            self._server.shutdown()  # type: ignore[attr-defined]
+        self.stop_event.set()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+        for thread in self._threads:
+            thread.join(SHUTDOWN_GRACE_S)
+            if thread.is_alive():
+                log.warning("worker_still_running", thread=thread.name,
+                            note="its job's lease will expire and the job will run again")
+        self.engine.dispose()
+        (self.cfg.data_dir / "run" / "scp.port").unlink(missing_ok=True)
+        log.info("node_stopped")
+
+
+def _now():  # noqa: ANN202
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC)
+
+
+def _write_port_file(data_dir: Path, port: int) -> None:
+    run = data_dir / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "scp.port").write_text(f"{port}\n")
+
+
+def _wait_for_signal(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    while not stop.wait(1.0):
+        pass
+
+
+def serve(cfg: Config) -> int:
+    engine, sessions = setup(cfg)
+    node = Node(cfg, engine, sessions).start()
+    stop = threading.Event()
+    try:
+        _wait_for_signal(stop)
+    finally:
+        node.stop()
+    return 0
+
+
+def run_worker(cfg: Config) -> int:
+    """A worker alone (more workers on this or other machines, same database)."""
+    engine, sessions = setup(cfg)
+    stop = threading.Event()
+    worker = Worker(cfg, sessions)
+    thread = threading.Thread(target=worker.run, args=(stop,), name="worker")
+    thread.start()
+    try:
+        _wait_for_signal(stop)
+    finally:
+        stop.set()
+        thread.join()
+        engine.dispose()
+    return 0

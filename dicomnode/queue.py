@@ -1,0 +1,142 @@
+"""The job queue over the jobs table: claim with a lease, heartbeat, finish, retry, expire.
+
+Claiming is a compare-and-set (``UPDATE ... WHERE id = :id AND state IN (queued, failed)``), so
+two workers can never both own a job, on SQLite or PostgreSQL; on PostgreSQL the candidate is
+selected ``FOR UPDATE SKIP LOCKED`` so workers do not queue behind each other's row locks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicomnode.db import Job, JobEvent, JobKind, JobState, Series, utcnow
+from dicomnode.errors import JobLeaseLost
+from dicomnode.jobs import ClaimedJob
+from dicomnode.logs import get_logger
+from dicomnode.retry import RetryPolicy
+
+log = get_logger(__name__)
+_CLAIMABLE = (JobState.QUEUED, JobState.FAILED)
+
+
+def _event(session: Session, job_id: int, event: str, attempt: int, worker: str | None,
+           detail: str | None = None) -> None:
+    session.add(JobEvent(job_id=job_id, event=event, attempt=attempt, worker=worker, detail=detail))
+
+
+def enqueue(session: Session, series: Series, *, kind: JobKind, max_attempts: int,
+            reason: str | None = None, detail: str | None = None) -> Job:
+    """Add a job for ``series`` in the caller's transaction (abstentions are born final)."""
+    state = JobState.QUEUED if kind is JobKind.ANALYSE else JobState.ABSTAINED
+    job = Job(series=series, kind=kind, state=state, reason=reason, reason_detail=detail,
+              max_attempts=max_attempts)
+    session.add(job)
+    session.flush()
+    _event(session, job.id, "created", 0, None, reason)
+    return job
+
+
+def claim(sessions: sessionmaker, worker: str, lease_s: float) -> ClaimedJob | None:
+    """Take the oldest runnable job, or None. The job is RUNNING under ``worker``'s lease."""
+    with sessions() as session:
+        now = utcnow()
+        candidates = session.scalars(
+            select(Job.id)
+            .where(Job.state.in_(_CLAIMABLE), Job.not_before <= now, Job.kind == JobKind.ANALYSE)
+            .order_by(Job.not_before, Job.id)
+            .limit(8)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for job_id in candidates:
+            result = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state.in_(_CLAIMABLE))
+                .values(state=JobState.RUNNING, lease_owner=worker,
+                        lease_expires_at=now + dt.timedelta(seconds=lease_s),
+                        attempts=Job.attempts + 1, updated_at=now)
+            )
+            if result.rowcount == 1:
+                job = session.get(Job, job_id)
+                assert job is not None
+                _event(session, job_id, "claimed", job.attempts, worker)
+                session.commit()
+                session.refresh(job)
+                return ClaimedJob.from_row(job)
+        session.commit()
+    return None
+
+
+def heartbeat(sessions: sessionmaker, job: ClaimedJob, lease_s: float) -> None:
+    """Extend the lease; raises JobLeaseLost if the job is no longer ours."""
+    with sessions.begin() as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.state == JobState.RUNNING, Job.lease_owner == job.lease_owner)
+            .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_s))
+        )
+        if result.rowcount != 1:
+            raise JobLeaseLost(f"job {job.id} is no longer leased by {job.lease_owner}")
+
+
+def _finish(sessions: sessionmaker, job: ClaimedJob, values: dict, event: str, detail: str | None) -> None:
+    with sessions.begin() as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.state == JobState.RUNNING, Job.lease_owner == job.lease_owner)
+            .values(lease_owner=None, lease_expires_at=None, updated_at=utcnow(), **values)
+        )
+        if result.rowcount != 1:
+            raise JobLeaseLost(f"job {job.id} was reclaimed before {job.lease_owner} finished it")
+        _event(session, job.id, event, job.attempt, job.lease_owner, detail)
+
+
+def complete(sessions: sessionmaker, job: ClaimedJob, result: dict) -> None:
+    _finish(sessions, job, {"state": JobState.DONE, "result": result, "last_error": None}, "done", None)
+
+
+def abstain(sessions: sessionmaker, job: ClaimedJob, reason: str, detail: str) -> None:
+    """The pipeline refused the input: final, with the reason (no retry would change it)."""
+    _finish(sessions, job, {"state": JobState.ABSTAINED, "reason": reason, "reason_detail": detail},
+            "abstained", f"{reason}: {detail}")
+
+
+def fail(sessions: sessionmaker, job: ClaimedJob, error: str, policy: RetryPolicy) -> JobState:
+    """Record a failed attempt: back to the queue after a backoff, or dead when exhausted."""
+    wait = policy.next_wait(job.attempt)
+    if wait is None:
+        _finish(sessions, job, {"state": JobState.DEAD, "last_error": error}, "dead", error)
+        return JobState.DEAD
+    values = {"state": JobState.FAILED, "last_error": error,
+              "not_before": utcnow() + dt.timedelta(seconds=wait)}
+    _finish(sessions, job, values, "failed", f"retry in {wait:.0f} s: {error}")
+    return JobState.FAILED
+
+
+def requeue_expired(sessions: sessionmaker, policy: RetryPolicy) -> int:
+    """Jobs whose worker died (lease expired) go back to the queue, or die if out of attempts."""
+    now = utcnow()
+    count = 0
+    with sessions.begin() as session:
+        expired = session.scalars(
+            select(Job).where(Job.state == JobState.RUNNING, Job.lease_expires_at < now)
+        ).all()
+        for job in expired:
+            dead = job.attempts >= job.max_attempts
+            new_state = JobState.DEAD if dead else JobState.QUEUED
+            result = session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.state == JobState.RUNNING,
+                       or_(Job.lease_expires_at < now, Job.lease_expires_at.is_(None)))
+                .values(state=new_state, lease_owner=None, lease_expires_at=None,
+                        last_error="lease expired (worker stopped)", updated_at=now)
+            )
+            if result.rowcount == 1:
+                count += 1
+                _event(session, job.id, "lease_expired", job.attempts, job.lease_owner,
+                       "dead: out of attempts" if dead else "returned to the queue")
+                log.warning("job_lease_expired", job_id=job.id, attempts=job.attempts,
+                            new_state=str(new_state))
+    return count

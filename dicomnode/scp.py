@@ -1,0 +1,52 @@
+"""Wiring of the Storage SCP: which services, transfer syntaxes and AE checks it offers."""
+
+from __future__ import annotations
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dicomnode.config import NodeConfig
+from dicomnode.handlers import StoreContext, handle_echo, handle_store
+from dicomnode.logs import get_logger
+
+log = get_logger(__name__)
+
+
+def make_ae(node: NodeConfig) -> AE:
+    """Verification, and every storage SOP class in every transfer syntax pynetdicom knows:
+    PACS routing sends whole studies; what is not analysed is still stored and recorded.
+    Compressed data (JPEG-LS, JPEG 2000, RLE ...) is stored as received and decoded later."""
+    ae = AE(ae_title=node.ae_title)
+    ae.add_supported_context(Verification)
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    ae.require_called_aet = node.require_called_ae
+    ae.require_calling_aet = list(node.allowed_calling_aes)
+    ae.maximum_associations = node.max_associations
+    ae.maximum_pdu_size = 0  # no limit on what we accept
+    return ae
+
+
+def start_scp(node: NodeConfig, ctx: StoreContext) -> ThreadedAssociationServer:
+    """Start listening in background threads; the bound port is ``server.server_address[1]``."""
+    ae = make_ae(node)
+    handlers = [
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_C_STORE, handle_store, [ctx]),
+        (evt.EVT_REJECTED, _log_rejected),
+        (evt.EVT_ABORTED, _log_aborted),
+    ]
+    server = ae.start_server((node.host, node.port), block=False, evt_handlers=handlers)
+    log.info("scp_listening", ae_title=node.ae_title, host=node.host, port=server.server_address[1],
+             calling_ae_whitelist=list(node.allowed_calling_aes) or "any")
+    return server
+
+
+def _log_rejected(event) -> None:  # noqa: ANN001
+    log.warning("association_rejected", calling_ae=event.assoc.requestor.ae_title,
+                called_ae=event.assoc.acceptor.ae_title, peer=event.assoc.requestor.address)
+
+
+def _log_aborted(event) -> None:  # noqa: ANN001
+    log.warning("association_aborted", calling_ae=event.assoc.requestor.ae_title)

@@ -1,0 +1,55 @@
+"""Counts of studies, series, jobs and outbox items per state, for `spinenode status`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import sessionmaker
+
+from dicomnode.db import Instance, Job, JobState, OutboxItem, OutboxState, Series, SeriesState, Study
+
+
+def _by_state(session, column, states) -> dict[str, int]:  # noqa: ANN001
+    counts = {str(s): 0 for s in states}
+    for state, n in session.execute(select(column, func.count()).group_by(column)):
+        counts[str(state)] = n
+    return counts
+
+
+def collect(sessions: sessionmaker) -> dict[str, Any]:
+    with sessions() as session:
+        jobs_by_state = _by_state(session, Job.state, JobState)
+        dead = session.execute(
+            select(Job.id, Series.series_uid, Job.last_error)
+            .join(Series, Series.id == Job.series_id).where(Job.state == JobState.DEAD)
+        ).all()
+        abstained = session.execute(
+            select(Job.id, Series.series_uid, Job.reason)
+            .join(Series, Series.id == Job.series_id).where(Job.state == JobState.ABSTAINED)
+        ).all()
+        return {
+            "studies": session.scalar(select(func.count()).select_from(Study)),
+            "instances": {
+                "total": session.scalar(select(func.count()).select_from(Instance)),
+                "late": session.scalar(select(func.count()).select_from(Instance).where(Instance.late)),
+            },
+            "series": _by_state(session, Series.state, SeriesState),
+            "jobs": jobs_by_state,
+            "outbox": _by_state(session, OutboxItem.state, OutboxState),
+            "dead_jobs": [{"job_id": j, "series_uid": s, "error": e} for j, s, e in dead],
+            "abstained_jobs": [{"job_id": j, "series_uid": s, "reason": r} for j, s, r in abstained],
+        }
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [f"studies    {report['studies']}",
+             f"instances  {report['instances']['total']} ({report['instances']['late']} after decision)"]
+    for section in ("series", "jobs", "outbox"):
+        parts = "  ".join(f"{k}={v}" for k, v in report[section].items())
+        lines.append(f"{section:<10} {parts}")
+    for job in report["dead_jobs"]:
+        lines.append(f"dead job {job['job_id']} series {job['series_uid']}: {job['error']}")
+    for job in report["abstained_jobs"]:
+        lines.append(f"abstained job {job['job_id']} series {job['series_uid']}: {job['reason']}")
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""Load a received series into a volume with its geometry: the first step of the pipeline.
+
+Instances are grouped by temporal phase (TemporalPositionIdentifier, 1 when absent) and sorted
+by their position along the slice normal; pixel data is decoded whatever the transfer syntax
+(pydicom with the pylibjpeg and pyjpegls plugins) and the rescale slope/intercept applied.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from pipeline.errors import InputRejected
+
+
+@dataclass(frozen=True)
+class Volume:
+    """``pixels`` is float32 (phases, slices, rows, columns) in rescaled units.
+
+    ``positions`` holds ImagePositionPatient per slice (slices, 3); ``orientation`` the row and
+    column cosines; ``spacing`` (slice, row, column) in mm; ``sop_instance_uids`` per phase and
+    slice, in the same order as ``pixels``.
+    """
+
+    pixels: np.ndarray
+    positions: np.ndarray
+    orientation: tuple[float, ...]
+    spacing: tuple[float, float, float]
+    sop_instance_uids: tuple[tuple[str, ...], ...]
+    study_uid: str
+    series_uid: str
+
+    @property
+    def phases(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(v) for v in self.pixels.shape)
+
+    @property
+    def normal(self) -> np.ndarray:
+        row, col = np.array(self.orientation[:3]), np.array(self.orientation[3:])
+        return np.cross(row, col)
+
+
+def _read(path: Path) -> Dataset:
+    try:
+        return pydicom.dcmread(path)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is bad input
+        raise InputRejected("unreadable_file", f"{path.name}: {exc}") from exc
+
+
+def _pixels(ds: Dataset) -> np.ndarray:
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - missing decoder, corrupt stream, bad attributes
+        ts = ds.file_meta.get("TransferSyntaxUID", "unknown")
+        raise InputRejected("undecodable_pixels", f"transfer syntax {ts}: {exc}") from exc
+    if arr.ndim != 2:
+        raise InputRejected("unsupported_image", f"expected one frame per instance, got shape {arr.shape}")
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    return arr.astype(np.float32) * slope + intercept
+
+
+def load_series(paths: Sequence[Path]) -> Volume:
+    """Read, sort and decode the instances of one series into a :class:`Volume`."""
+    if not paths:
+        raise InputRejected("empty_series", "no instances to load")
+    datasets = [_read(Path(p)) for p in paths]
+    first = datasets[0]
+    try:
+        orientation = tuple(float(v) for v in first.ImageOrientationPatient)
+        pixel_spacing = [float(v) for v in first.PixelSpacing]
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise InputRejected("missing_geometry", f"orientation or pixel spacing: {exc}") from exc
+    normal = np.cross(orientation[:3], orientation[3:])
+    phases: dict[int, list[tuple[float, Dataset]]] = defaultdict(list)
+    for ds in datasets:
+        try:
+            pos = np.array([float(v) for v in ds.ImagePositionPatient])
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise InputRejected("missing_geometry", f"ImagePositionPatient: {exc}") from exc
+        phases[int(ds.get("TemporalPositionIdentifier", 1) or 1)].append((float(pos @ normal), ds))
+    counts = {len(v) for v in phases.values()}
+    if len(counts) != 1:
+        raise InputRejected("inconsistent_geometry", f"phases hold different slice counts {sorted(counts)}")
+    ordered = [sorted(phases[k], key=lambda item: item[0]) for k in sorted(phases)]
+    slices = [[_pixels(ds) for _, ds in phase] for phase in ordered]
+    shapes = {a.shape for phase in slices for a in phase}
+    if len(shapes) != 1:
+        raise InputRejected("inconsistent_geometry", f"instances have different matrices {sorted(shapes)}")
+    pixels = np.stack([np.stack(phase) for phase in slices])
+    dists = [d for d, _ in ordered[0]]
+    step = float(np.median(np.diff(dists))) if len(dists) > 1 else float(first.get("SliceThickness", 1) or 1)
+    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in ordered[0]])
+    return Volume(
+        pixels=pixels,
+        positions=positions,
+        orientation=orientation,
+        spacing=(step, pixel_spacing[0], pixel_spacing[1]),
+        sop_instance_uids=tuple(tuple(str(ds.SOPInstanceUID) for _, ds in phase) for phase in ordered),
+        study_uid=str(first.StudyInstanceUID),
+        series_uid=str(first.SeriesInstanceUID),
+    )
