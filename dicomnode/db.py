@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    insert,
     inspect,
     select,
 )
@@ -212,7 +213,7 @@ def init_db(engine: Engine) -> None:
     if not tables:
         Base.metadata.create_all(engine)
         with engine.begin() as conn:
-            conn.execute(SchemaInfo.__table__.insert().values(id=1, version=SCHEMA_VERSION))
+            conn.execute(insert(SchemaInfo).values(id=1, version=SCHEMA_VERSION))
         return
     if "schema_info" not in tables:
         raise SchemaVersionError(

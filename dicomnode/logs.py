@@ -26,7 +26,7 @@ def drop_patient_identifiers(_logger: Any, _name: str, event: dict[str, Any]) ->
     return event
 
 
-_SHARED = [
+_SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,

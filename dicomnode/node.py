@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
@@ -50,7 +51,7 @@ class Node:
     sessions: sessionmaker
     stop_event: threading.Event = field(default_factory=threading.Event)
     port: int = 0
-    _server: object = None
+    _server: ThreadedAssociationServer | None = None
     _scheduler: BackgroundScheduler | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -63,7 +64,7 @@ class Node:
         self._scheduler.start()
         ctx = StoreContext(node=self.cfg.node, sessions=self.sessions, on_stored=assembler.notify)
         self._server = start_scp(self.cfg.node, ctx)
-        self.port = self._server.server_address[1]  # type: ignore[attr-defined]
+        self.port = self._server.server_address[1]
         _write_port_file(self.cfg.data_dir, self.port)
         for i in range(self.cfg.worker.workers):
             worker = Worker(self.cfg, self.sessions, name=worker_name(i))
@@ -77,7 +78,7 @@ class Node:
     def stop(self) -> None:
         log.info("node_stopping")
         if self._server is not None:
-            self._server.shutdown()  # type: ignore[attr-defined]
+            self._server.shutdown()
         self.stop_event.set()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)

@@ -20,6 +20,7 @@ def make_ae(node: NodeConfig) -> AE:
     ae = AE(ae_title=node.ae_title)
     ae.add_supported_context(Verification)
     for context in AllStoragePresentationContexts:
+        assert context.abstract_syntax is not None
         ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     ae.require_called_aet = node.require_called_ae
     ae.require_calling_aet = list(node.allowed_calling_aes)
@@ -31,13 +32,14 @@ def make_ae(node: NodeConfig) -> AE:
 def start_scp(node: NodeConfig, ctx: StoreContext) -> ThreadedAssociationServer:
     """Start listening in background threads; the bound port is ``server.server_address[1]``."""
     ae = make_ae(node)
-    handlers = [
+    handlers: list = [
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [ctx]),
         (evt.EVT_REJECTED, _log_rejected),
         (evt.EVT_ABORTED, _log_aborted),
     ]
     server = ae.start_server((node.host, node.port), block=False, evt_handlers=handlers)
+    assert server is not None  # block=False always returns the server
     log.info("scp_listening", ae_title=node.ae_title, host=node.host, port=server.server_address[1],
              calling_ae_whitelist=list(node.allowed_calling_aes) or "any")
     return server

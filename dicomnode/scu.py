@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ class SendResult:
     status: int | None  # None: no response (association failed or aborted)
 
 
-def _contexts(datasets: list[pydicom.Dataset]) -> list:
+def _contexts(datasets: Sequence[pydicom.Dataset]) -> list:
     """One context per (SOP class, transfer syntax) actually present: propose only those."""
     pairs = sorted({(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets})
     if len(pairs) > 128:

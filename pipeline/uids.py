@@ -19,3 +19,8 @@ def derived_uid(*parts: object) -> str:
     digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).digest()
     value = uuid.UUID(bytes=digest[:16], version=5)  # name-based layout (RFC 4122 section 4.3)
     return f"2.25.{value.int}"
+
+
+# identifies files written by this project (File Meta Information)
+IMPLEMENTATION_CLASS_UID = derived_uid("spinenode", "implementation-class", 1)
+IMPLEMENTATION_VERSION_NAME = "SPINENODE_01"

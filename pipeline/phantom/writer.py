@@ -21,6 +21,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import (
+    UID,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
@@ -31,7 +32,7 @@ from pydicom.uid import (
 from pipeline.phantom.generator import PhantomStudy
 from pipeline.phantom.params import SLICE_THICKNESS_MM, SLICES_PER_PHASE
 from pipeline.reproducible import pin_generated_values
-from pipeline.uids import derived_uid
+from pipeline.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, derived_uid
 
 TRANSFER_SYNTAXES = {
     "explicit": ExplicitVRLittleEndian,
@@ -160,7 +161,7 @@ def series_datasets(study: PhantomStudy) -> list[Dataset]:
     p = study.params
     interval = p.extra.get("phase_interval_s", 12.0)
     start = _BASE_DATE + dt.timedelta(days=p.seed % 300, minutes=p.seed % 480 + 14)
-    out = []
+    out: list[Dataset] = []
     for phase in range(p.phases):
         when = start + dt.timedelta(seconds=phase * interval)
         hi = float(np.percentile(study.pixels[phase][:, ::4, ::4], 99.5))
@@ -203,13 +204,13 @@ def ground_truth_seg(study: PhantomStudy, source: list[Dataset]) -> hd.seg.Segme
     return seg
 
 
-def _file_meta(ds: Dataset, transfer_syntax: str) -> FileMetaDataset:
+def _file_meta(ds: Dataset, transfer_syntax: UID) -> FileMetaDataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = transfer_syntax
-    meta.ImplementationClassUID = "2.25.200907190853164045331434622853171632931"
-    meta.ImplementationVersionName = "SPINENODE_01"
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     return meta
 
 

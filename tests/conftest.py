@@ -1,0 +1,109 @@
+"""Shared fixtures: phantom studies on disk, configurations on temporary folders, a running node."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dicomnode.config import Config, load_config
+from dicomnode.node import Node, setup
+from pipeline.phantom import generate_study, write_study
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_config(folder: Path, **sections: dict) -> Path:
+    """A config.toml in ``folder`` (data and SQLite file inside it), port 0 unless given."""
+    node = {"ae_title": "SPINENODE", "host": "127.0.0.1", "port": 0, "data_dir": "var",
+            "min_free_disk_mb": 0, "fsync": True} | sections.pop("node", {})
+    base = {
+        "node": node,
+        "database": {"url": "sqlite:///var/spinenode.db"},
+        "protocol": {"quiet_period_s": 2.0, "check_interval_s": 0.5},
+        "worker": {"poll_interval_s": 0.2, "heartbeat_s": 1.0, "lease_s": 10.0, "retry_base_s": 0.5},
+        "logging": {"console": False},
+    }
+    for key, value in sections.items():
+        base[key] = base.get(key, {}) | value
+    lines = []
+    for section, values in base.items():
+        lines.append(f"[{section}]")
+        for k, v in values.items():
+            if isinstance(v, bool):
+                lines.append(f"{k} = {'true' if v else 'false'}")
+            elif isinstance(v, str):
+                lines.append(f'{k} = "{v}"')
+            elif isinstance(v, list | tuple):
+                lines.append(f"{k} = [{', '.join(repr(x).replace(chr(39), chr(34)) for x in v)}]")
+            else:
+                lines.append(f"{k} = {v}")
+    path = folder / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three small single-phase studies (256x256) written once per test session."""
+    out = tmp_path_factory.mktemp("phantom")
+    for seed in (101, 102, 103):
+        write_study(generate_study(seed, matrix=(256, 256)), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def jpegls_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("phantom-jpegls")
+    return write_study(generate_study(201, matrix=(256, 192)), out, transfer_syntax="jpegls")
+
+
+@pytest.fixture
+def series_files(phantom_dir: Path) -> Callable[[int], list[Path]]:
+    def files(seed: int = 101) -> list[Path]:
+        return sorted((phantom_dir / f"study_{seed}" / "series").glob("*.dcm"))
+    return files
+
+
+@pytest.fixture
+def node_factory(tmp_path: Path) -> Iterator[Callable[..., Node]]:
+    """Start in-process nodes on OS-chosen ports; every one is stopped after the test."""
+    started: list[Node] = []
+
+    def start(**sections: dict) -> Node:
+        folder = tmp_path / f"node{len(started)}"
+        folder.mkdir()
+        cfg = load_config(write_config(folder, **sections), environ={})
+        engine, sessions = setup(cfg)
+        node = Node(cfg, engine, sessions).start()
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.stop()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.1) -> object:
+    """Poll until ``predicate()`` is truthy; fail the test with a clear message on time-out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: run scripts/install.sh --test (it installs the Debian packages)")
+    return path
+
+
+def config_of(node: Node) -> Config:
+    return node.cfg

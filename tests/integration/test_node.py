@@ -1,0 +1,211 @@
+"""The node over real associations on localhost (ports from the OS) and a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pydicom
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[attr-defined]
+from sqlalchemy import func, select
+
+from dicomnode import queue
+from dicomnode.db import Instance, Job, JobEvent, JobKind, JobState, Series, SeriesState
+from dicomnode.node import Node
+from dicomnode.retry import RetryPolicy
+from dicomnode.scu import send_files
+from dicomnode.worker import Worker
+from tests.conftest import wait_for
+
+
+def send(node: Node, paths: list[Path], calling_ae: str = "TESTSCU") -> list[int | None]:
+    return [r.status for r in send_files(paths, "SPINENODE", "127.0.0.1", node.port, calling_ae=calling_ae)]
+
+
+def jobs(node: Node) -> list[Job]:
+    with node.sessions() as s:
+        return list(s.scalars(select(Job).order_by(Job.id)))
+
+
+def series_rows(node: Node) -> list[Series]:
+    with node.sessions() as s:
+        return list(s.scalars(select(Series)))
+
+
+def job_done(node: Node) -> Job | None:
+    return next((j for j in jobs(node) if j.state is JobState.DONE), None)
+
+
+def test_complete_series_gives_exactly_one_job_that_is_done(node_factory, series_files) -> None:  # noqa: ANN001
+    node = node_factory()
+    assert send(node, series_files(101)) == [0] * 12
+    job = wait_for(lambda: job_done(node))
+    assert job.kind is JobKind.ANALYSE and job.result["shape"] == [1, 12, 256, 256]
+    assert len(jobs(node)) == 1
+    with node.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Instance)) == 12
+        files = s.scalars(select(Instance.path)).all()
+    assert all((node.cfg.data_dir / p).is_file() for p in files)
+    log = (node.cfg.data_dir / "logs" / "spinenode.jsonl").read_text()
+    events = {json.loads(line)["event"] for line in log.splitlines()}
+    assert {"instance_stored", "series_complete", "job_claimed", "job_done"} <= events
+    assert "PHANTOM^" not in log and "PH00000101" not in log  # no patient name or ID
+
+
+def test_eleven_slices_abstain_after_the_quiet_period(node_factory, series_files) -> None:  # noqa: ANN001
+    node = node_factory(protocol={"quiet_period_s": 1.0})
+    send(node, series_files(101)[:11])
+    job = wait_for(lambda: next(iter(jobs(node)), None), timeout=15)
+    assert job.kind is JobKind.ABSTAIN and job.state is JobState.ABSTAINED and job.reason == "slice_count"
+    assert series_rows(node)[0].state is SeriesState.ABSTAINED
+    # the missing slice arrives late: the series re-opens and completes
+    send(node, series_files(101)[11:])
+    assert wait_for(lambda: job_done(node)).kind is JobKind.ANALYSE
+
+
+def test_duplicates_are_acknowledged_and_stored_once(node_factory, series_files) -> None:  # noqa: ANN001
+    node = node_factory()
+    files = series_files(101)
+    assert send(node, files + files[:3]) == [0] * 15
+    wait_for(lambda: job_done(node))
+    assert send(node, files) == [0] * 12  # the whole series again after its job
+    with node.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Instance)) == 12
+    assert len(jobs(node)) == 1
+
+
+def test_conflicting_duplicate_is_kept_aside(node_factory, series_files, tmp_path) -> None:  # noqa: ANN001
+    node = node_factory()
+    first = series_files(101)[0]
+    send(node, [first])
+    ds = pydicom.dcmread(first)
+    ds.WindowWidth = 1
+    changed = tmp_path / "changed.dcm"
+    ds.save_as(changed)
+    assert send(node, [changed]) == [0]
+    kept = list((node.cfg.data_dir / "conflicts").rglob("*.dcm"))
+    assert len(kept) == 1
+
+
+def test_one_series_over_two_associations_in_shuffled_order(node_factory, series_files) -> None:  # noqa: ANN001
+    node = node_factory()
+    files = series_files(102)
+    random.Random(3).shuffle(files)
+    send(node, files[:5])
+    send(node, files[5:])
+    assert wait_for(lambda: job_done(node)).result["shape"] == [1, 12, 256, 256]
+    assert len(jobs(node)) == 1
+
+
+def test_sagittal_series_is_ignored(node_factory, series_files, tmp_path) -> None:  # noqa: ANN001
+    node = node_factory()
+    out = []
+    for k, path in enumerate(series_files(103)):
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = ds.SeriesInstanceUID + ".1"
+        ds.SOPInstanceUID = ds.SOPInstanceUID + ".1"
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.SeriesDescription, ds.MRAcquisitionType, ds.ScanningSequence = "t2_tse_sag", "2D", "SE"
+        ds.SequenceName = "*tse2d1_15"
+        del ds.ContrastBolusAgent
+        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+        ds.ImagePositionPatient = [k * 4.0, -120, 120]
+        out.append(tmp_path / f"sag{k}.dcm")
+        ds.save_as(out[-1])
+    assert send(node, out) == [0] * 12
+    series = wait_for(lambda: [s for s in series_rows(node) if s.state is SeriesState.IGNORED])
+    assert series[0].reason == "not_vibe_family"
+    assert jobs(node) == []
+
+
+def test_non_whitelisted_calling_ae_is_refused(node_factory, series_files) -> None:  # noqa: ANN001
+    node = node_factory(node={"allowed_calling_aes": ["PACS"]})
+    ae = AE(ae_title="INTRUDER")
+    ae.add_requested_context(MRImageStorage)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="SPINENODE")
+    assert assoc.is_rejected
+    assert send(node, series_files(101)[:1], calling_ae="PACS") == [0]
+
+
+def test_wrong_called_ae_is_refused(node_factory) -> None:  # noqa: ANN001
+    node = node_factory()
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(Verification)
+    assert ae.associate("127.0.0.1", node.port, ae_title="SOMEONEELSE").is_rejected
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="SPINENODE")
+    assert assoc.is_established and assoc.send_c_echo().Status == 0
+    assoc.release()
+
+
+def test_jpegls_series_is_stored_as_received_and_loads(node_factory, jpegls_study) -> None:  # noqa: ANN001
+    node = node_factory()
+    files = sorted((jpegls_study / "series").glob("*.dcm"))
+    assert send(node, files) == [0] * 12
+    assert wait_for(lambda: job_done(node)).result["shape"] == [1, 12, 256, 192]
+    with node.sessions() as s:
+        assert set(s.scalars(select(Instance.transfer_syntax))) == {"1.2.840.10008.1.2.4.80"}
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI:UserWarning")  # the point of the test
+@pytest.mark.parametrize(("attr", "value", "status"), [
+    ("SOPInstanceUID", "1.2.3.abc", 0xC211),
+    ("SeriesInstanceUID", "../../../etc", 0xC211),
+    ("StudyInstanceUID", "", 0xC211),
+])
+def test_invalid_uids_get_a_specific_status(node_factory, series_files, tmp_path, attr, value, status) -> None:  # noqa: ANN001
+    node = node_factory()
+    ds = pydicom.dcmread(series_files(101)[0])
+    setattr(ds, attr, value)
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(MRImageStorage, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="SPINENODE")
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_store(ds).Status == status
+    finally:
+        assoc.release()
+    assert not (node.cfg.data_dir / "instances").exists()  # nothing written for a refused instance
+
+
+def test_expired_lease_returns_the_job_to_the_queue(node_factory, series_files) -> None:  # noqa: ANN001
+    node = node_factory(worker={"workers": 0, "lease_s": 2.0, "heartbeat_s": 0.5})
+    send(node, series_files(101))
+    wait_for(lambda: jobs(node))
+    dead_worker = queue.claim(node.sessions, "crashed-worker", lease_s=0.5)
+    assert dead_worker is not None and jobs(node)[0].state is JobState.RUNNING
+    policy = RetryPolicy(max_attempts=5, base_s=1, max_s=1)
+    wait_for(lambda: queue.requeue_expired(node.sessions, policy), timeout=5)
+    assert jobs(node)[0].state is JobState.QUEUED
+    assert Worker(node.cfg, node.sessions, name="healthy").run_once()
+    job = jobs(node)[0]
+    assert job.state is JobState.DONE and job.attempts == 2
+    with node.sessions() as s:
+        events = s.scalars(select(JobEvent.event).where(JobEvent.job_id == job.id).order_by(JobEvent.id)).all()
+    assert events == ["created", "claimed", "lease_expired", "claimed", "done"]
+
+
+def test_failing_stage_is_retried_then_dead(node_factory, series_files) -> None:  # noqa: ANN001
+    node = node_factory(worker={"workers": 0, "max_attempts": 2, "retry_base_s": 0.1, "retry_max_s": 0.1})
+    send(node, series_files(101))
+    wait_for(lambda: jobs(node))
+
+    def broken(paths: list[Path]) -> dict:
+        raise RuntimeError("stage exploded")
+
+    worker = Worker(node.cfg, node.sessions, name="w", stage=broken)
+    assert worker.run_once()
+    assert jobs(node)[0].state is JobState.FAILED
+    wait_for(lambda: worker.run_once(), timeout=5)
+    job = jobs(node)[0]
+    assert job.state is JobState.DEAD and "stage exploded" in job.last_error
+
+
+def test_a_job_is_claimed_by_one_worker_only(node_factory, series_files) -> None:  # noqa: ANN001
+    node = node_factory(worker={"workers": 0})
+    send(node, series_files(101))
+    wait_for(lambda: jobs(node))
+    claims = [queue.claim(node.sessions, f"w{i}", 30) for i in range(4)]
+    assert sum(c is not None for c in claims) == 1

@@ -1,0 +1,19 @@
+"""ruff and mypy over the project, as the style guide asks (they run with the tests, so in CI)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_ruff() -> None:
+    run = subprocess.run([sys.executable, "-m", "ruff", "check", "."], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_mypy() -> None:
+    run = subprocess.run([sys.executable, "-m", "mypy", "dicomnode", "pipeline", "models"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
