@@ -58,7 +58,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path)
     p.add_argument("--to", required=True, help="AET@HOST:PORT")
     p.add_argument("--calling-ae", default="SPINENODE")
+    p = sub.add_parser("train-unet", help="train the improved U-Net (phantoms, or --data with a site's DICOM + SEG)")
+    p.add_argument("--work", type=Path, default=Path("var/train-unet"), help="checkpoints (resumable)")
+    p.add_argument("--out", type=Path, default=None, help="write the best weights here (+ .sha256, .json)")
+    p.add_argument("--data", type=Path, default=None, help="folder of DICOM series + SEG instead of phantoms")
+    p.add_argument("--resume", action="store_true")
+    for name, default in (("epochs", 8), ("steps-per-epoch", 250), ("batch", 8), ("crop", 192),
+                          ("train-studies", 192), ("val-studies", 8), ("seed", 0), ("threads", 0)):
+        p.add_argument(f"--{name}", type=int, default=default)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--fp32", action="store_true", help="train in fp32 instead of bf16 autocast")
+    p = sub.add_parser("evaluate-seg", help="U-Net vs region growing on held-out phantoms (PA, IoU, Dice)")
+    p.add_argument("--studies", type=int, default=40)
+    p.add_argument("--seed", type=int, default=900000, help="first held-out seed (training never uses 900000+)")
+    p.add_argument("--phases", type=int, default=1)
+    p.add_argument("--out", type=Path, default=Path("var/evaluation"))
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     return parser
+
+
+def _cmd_evaluate_seg(args: argparse.Namespace) -> int:
+    from models.evaluate_seg import evaluate
+
+    evaluate(args.studies, args.out, seed=args.seed, phases=args.phases, precision=args.precision)
+    print(f"wrote {args.out}/segmentation_table.md, segmentation_per_study.csv, segmentation.png")
+    return 0
+
+
+def _cmd_train_unet(args: argparse.Namespace) -> int:
+    from models.train_unet import TrainConfig, train
+
+    cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch=args.batch,
+                      crop=args.crop, lr=args.lr, train_studies=args.train_studies,
+                      val_studies=args.val_studies, seed=args.seed, threads=args.threads, bf16=not args.fp32)
+    result = train(cfg, args.work, args.out, resume=args.resume, data_dir=args.data)
+    print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2))
+    return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -120,7 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             cfg = load_config(args.config)
             return node.serve(cfg) if args.command == "serve" else node.run_worker(cfg)
-        return {"status": _cmd_status, "synth": _cmd_synth, "send": _cmd_send}[args.command](args)
+        commands = {"status": _cmd_status, "synth": _cmd_synth, "send": _cmd_send, "train-unet": _cmd_train_unet,
+                    "evaluate-seg": _cmd_evaluate_seg}
+        return commands[args.command](args)
     except NodeError as exc:
         print(f"spinenode {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -123,6 +123,8 @@ class WorkerConfig:
     retry_max_s: float = 600.0
     workers: int = 1
     torch_threads: int = 0  # 0: as many as the machine has cores
+    use_unet: bool = True  # False: region growing only (no weights needed)
+    unet_precision: str = "bf16"  # "bf16" (fast path, channels-last + bf16 autocast) or "fp32"
 
     def __post_init__(self) -> None:
         for key in ("lease_s", "heartbeat_s", "poll_interval_s", "retry_base_s", "retry_max_s"):
@@ -137,6 +139,8 @@ class WorkerConfig:
         if self.workers < 0:
             raise ConfigError(f"worker.workers = {self.workers!r} must be >= 0 (0: no worker)")
         _check_positive("worker.torch_threads", self.torch_threads, allow_zero=True)
+        if self.unet_precision not in ("bf16", "fp32"):
+            raise ConfigError(f"worker.unet_precision = {self.unet_precision!r}: use 'bf16' or 'fp32'")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -31,15 +31,14 @@ log = get_logger(__name__)
 Stage = Callable[[list[Path]], dict[str, Any]]
 
 
-def load_volume_stage(paths: list[Path]) -> dict[str, Any]:
-    """The pipeline's first step: the series as a volume with its geometry (shape recorded)."""
-    volume = pipeline.load_series(paths)
-    return {
-        "stage": "load_series",
-        "shape": list(volume.shape),
-        "phases": volume.phases,
-        "spacing_mm": [round(v, 4) for v in volume.spacing],
-    }
+def analysis_stage(cfg: Config) -> Stage:
+    """Load the series, segment it (region growing and U-Net), measure the lesions."""
+
+    def stage(paths: list[Path]) -> dict[str, Any]:
+        analysis = pipeline.analyse(paths, use_unet=cfg.worker.use_unet, precision=cfg.worker.unet_precision)
+        return {"stage": "analyse"} | analysis.summary()
+
+    return stage
 
 
 def worker_name(index: int = 0) -> str:
@@ -48,11 +47,15 @@ def worker_name(index: int = 0) -> str:
 
 class Worker:
     def __init__(self, cfg: Config, sessions: sessionmaker, *, name: str | None = None,
-                 stage: Stage = load_volume_stage) -> None:
+                 stage: Stage | None = None) -> None:
         self.cfg = cfg
         self.sessions = sessions
         self.name = name or worker_name()
-        self.stage = stage
+        self.stage = stage or analysis_stage(cfg)
+        if cfg.worker.torch_threads:
+            import torch
+
+            torch.set_num_threads(cfg.worker.torch_threads)
         self.policy = RetryPolicy(max_attempts=cfg.worker.max_attempts,
                                   base_s=cfg.worker.retry_base_s, max_s=cfg.worker.retry_max_s)
 
@@ -100,7 +103,8 @@ class Worker:
             result["seconds"] = round(time.perf_counter() - started, 3)
             queue.complete(self.sessions, job, result)
             log.info("job_done", seconds=result["seconds"], **ctx,
-                     **{k: v for k, v in result.items() if k in ("shape", "phases")})
+                     **{k: v for k, v in result.items() if k in ("shape", "phases", "lesion_source")},
+                     lesions=len(result.get("lesions", [])))
         except pipeline.InputRejected as exc:
             queue.abstain(self.sessions, job, exc.reason, exc.detail)
             log.warning("job_abstained", reason=exc.reason, detail=exc.detail, **ctx)

@@ -1,1 +1,1 @@
-"""models."""
+"""Network definitions, their training and evaluation, and the shipped weights (weights/)."""

@@ -6,7 +6,8 @@ the functions exported here.
 
 from __future__ import annotations
 
+from pipeline.analysis import Analysis, analyse
 from pipeline.errors import InputRejected
 from pipeline.volume import Volume, load_series
 
-__all__ = ["InputRejected", "Volume", "load_series"]
+__all__ = ["Analysis", "InputRejected", "Volume", "analyse", "load_series"]

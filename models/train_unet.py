@@ -1,0 +1,187 @@
+"""`spinenode train-unet`: train the improved U-Net on phantoms (or a site's labelled folders).
+
+Seeds: training studies use ``--train-seeds`` (default 10000-...), validation 20000-..., and
+evaluation (`spinenode evaluate-seg`) uses 900000-..., a range training never touches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from models import seg_data, weights
+from models.unet import AttentionResUNet
+
+VALIDATION_SEED = 20000
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    epochs: int = 8
+    steps_per_epoch: int = 250
+    batch: int = 8
+    crop: int = 192
+    lr: float = 2e-3
+    train_studies: int = 192
+    train_seed: int = 10000
+    val_studies: int = 8
+    seed: int = 0
+    threads: int = 0
+    bf16: bool = True
+    lesion_fraction: float = 0.7
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    prob = torch.softmax(logits.float(), dim=1)[:, 1]
+    inter = (prob * target).sum()
+    return 1 - (2 * inter + 1) / (prob.sum() + target.sum() + 1)
+
+
+def _augment(images: torch.Tensor, masks: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flip, rotation +-10 deg, scale 0.85-1.15, gamma 0.8-1.25, gain, extra noise."""
+    n = images.shape[0]
+    u = torch.rand(n, 6, generator=gen)
+    angle = (u[:, 0] - 0.5) * math.radians(20)
+    scale = 0.85 + 0.3 * u[:, 1]
+    flip = torch.where(u[:, 2] < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos * flip, -sin, torch.zeros(n)], 1),
+                         torch.stack([sin * flip, cos, torch.zeros(n)], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    masks = (F.grid_sample(masks, grid, mode="bilinear", align_corners=False) >= 0.5).float()
+    gamma = (0.8 + 0.45 * u[:, 3]).view(n, 1, 1, 1)
+    gain = (0.85 + 0.3 * u[:, 4]).view(n, 1, 1, 1)
+    noise = (0.03 * u[:, 5]).view(n, 1, 1, 1) * torch.randn(images.shape, generator=gen)
+    images = (images.clamp(min=0) ** gamma) * gain + noise
+    return images, masks
+
+
+class CropSampler:
+    """Random crops from prepared slices, most of them around a lesion pixel."""
+
+    def __init__(self, data: seg_data.SliceSet, cfg: TrainConfig, gen: torch.Generator) -> None:
+        self.data, self.cfg, self.gen = data, cfg, gen
+        self.lesion_slices = torch.nonzero(data.masks.flatten(1).any(1)).flatten()
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg, d = self.cfg, self.data
+        size = d.images.shape[-1]
+        half = cfg.crop // 2
+        images, masks = [], []
+        for _ in range(cfg.batch):
+            if torch.rand(1, generator=self.gen).item() < cfg.lesion_fraction and len(self.lesion_slices):
+                idx = int(self.lesion_slices[torch.randint(len(self.lesion_slices), (1,), generator=self.gen)])
+                pts = torch.nonzero(d.masks[idx])
+                cy, cx = pts[torch.randint(len(pts), (1,), generator=self.gen)][0].tolist()
+                cy += int(torch.randint(-half // 2, half // 2 + 1, (1,), generator=self.gen))
+                cx += int(torch.randint(-half // 2, half // 2 + 1, (1,), generator=self.gen))
+            else:
+                idx = int(torch.randint(len(d.images), (1,), generator=self.gen))
+                cy, cx = (int(v) for v in torch.randint(size // 2 - 140, size // 2 + 141, (2,), generator=self.gen))
+            y0 = min(max(cy - half, 0), size - cfg.crop)
+            x0 = min(max(cx - half, 0), size - cfg.crop)
+            images.append(d.images[idx, y0:y0 + cfg.crop, x0:x0 + cfg.crop].float())
+            masks.append(d.masks[idx, y0:y0 + cfg.crop, x0:x0 + cfg.crop].float())
+        return torch.stack(images)[:, None], torch.stack(masks)[:, None]
+
+
+def load_data(cfg: TrainConfig, data_dir: Path | None) -> tuple[seg_data.SliceSet, list[seg_data.SliceSet]]:
+    """Training slices, and validation volumes (one SliceSet per study, for volume Dice)."""
+    if data_dir is not None:
+        studies = [seg_data.prepare(p, m) for _, p, m in tqdm(list(seg_data.labelled_folder(data_dir)),
+                                                               desc="site data")]
+        if len(studies) < 2:
+            raise SystemExit(f"need at least 2 labelled studies under {data_dir}, found {len(studies)}")
+        n_val = max(1, len(studies) // 10)
+        return seg_data.SliceSet.concat(studies[n_val:]), studies[:n_val]
+    seeds = range(cfg.train_seed, cfg.train_seed + cfg.train_studies)
+    train = [seg_data.prepare(p, m) for _, p, m in tqdm(seg_data.phantom_studies(seeds), total=len(seeds),
+                                                         desc="phantoms", unit="study")]
+    val_seeds = range(VALIDATION_SEED, VALIDATION_SEED + cfg.val_studies)
+    val = [seg_data.prepare(p, m) for _, p, m in seg_data.phantom_studies(val_seeds)]
+    return seg_data.SliceSet.concat(train), val
+
+
+@torch.no_grad()
+def validate(model: AttentionResUNet, studies: list[seg_data.SliceSet], bf16: bool) -> float:
+    """Mean per-study 3D Dice at network resolution."""
+    model.eval()
+    scores = []
+    for s in studies:
+        x = s.images.float()[:, None].contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            pred = torch.cat([model(x[i:i + 4]).float().argmax(1) for i in range(0, len(x), 4)])
+        truth = s.masks.bool()
+        inter = (pred.bool() & truth).sum().item()
+        denom = pred.sum().item() + truth.sum().item()
+        scores.append(1.0 if denom == 0 else 2 * inter / denom)
+    model.train()
+    return float(np.mean(scores))
+
+
+def train(cfg: TrainConfig, work: Path, out: Path | None, *, resume: bool = False,
+          data_dir: Path | None = None) -> dict:
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    data, val = load_data(cfg, data_dir)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = AttentionResUNet().to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    total = cfg.epochs * cfg.steps_per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.1)
+    history: list[dict] = []
+    start_epoch, best = 0, -1.0
+    ckpt = work / "checkpoint.pt"
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
+    sampler = CropSampler(data, cfg, gen)
+    for epoch in range(start_epoch, cfg.epochs):
+        losses = []
+        bar = tqdm(range(cfg.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step")
+        for _ in bar:
+            images, masks = _augment(*sampler.batch(), gen)
+            images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                logits = model(images)
+            target = masks[:, 0]
+            loss = F.cross_entropy(logits.float(), target.long()) + dice_loss(logits, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        dice = validate(model, val, cfg.bf16)
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": dice,
+                        "elapsed_s": round(time.time() - started, 1)})
+        print(json.dumps(history[-1]), flush=True)
+        if dice > best:
+            best = dice
+            torch.save(model.state_dict(), work / "best.pt")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                    "gen": gen.get_state(), "epoch": epoch, "best": best, "history": history}, ckpt)
+    result = {"config": asdict(cfg), "history": history, "best_val_dice": best,
+              "train_seconds": round(time.time() - started, 1),
+              "data": str(data_dir) if data_dir else f"phantom seeds {cfg.train_seed}-{cfg.train_seed + cfg.train_studies - 1}",
+              "threads": torch.get_num_threads()}
+    if out is not None:
+        model.load_state_dict(torch.load(work / "best.pt", map_location="cpu", weights_only=True))
+        result["sha256"] = weights.save(model, out, result)
+    return result

@@ -1,0 +1,58 @@
+"""What goes into the U-Net and how its output maps back: shared by training and inference.
+
+Each slice is zero-padded to a square (keeping the aspect ratio of non-square matrices such as
+256x192), then resampled bilinearly to 512x512 as the paper does; intensities are divided by
+the volume's 99.5th percentile so that scanners' gains (500-4000 here) do not matter. The
+probability map comes back through the inverse: bilinear resampling to the padded square, then
+the padding is cropped away.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+NET_SIZE = 512
+
+
+def segmentation_input(pixels: np.ndarray) -> np.ndarray:
+    """(phases, slices, rows, cols) -> (slices, rows, cols): the post-contrast image, or for a
+    dynamic series the per-voxel peak over the post-contrast phases (phase 1 is pre-contrast)."""
+    if pixels.ndim != 4:
+        raise ValueError(f"expected (phases, slices, rows, cols), got shape {pixels.shape}")
+    return pixels[0] if pixels.shape[0] == 1 else pixels[1:].max(axis=0)
+
+
+def normalise(volume: np.ndarray) -> np.ndarray:
+    scale = float(np.percentile(volume, 99.5))
+    return (volume.astype(np.float32) / max(scale, 1e-6)).clip(0, 2)
+
+
+def _pad_square(t: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    rows, cols = t.shape[-2:]
+    side = max(rows, cols)
+    pad_r, pad_c = side - rows, side - cols
+    top, left = pad_r // 2, pad_c // 2
+    return F.pad(t, (left, pad_c - left, top, pad_r - top)), (top, left)
+
+
+def to_network(volume: np.ndarray, size: int = NET_SIZE) -> torch.Tensor:
+    """(slices, rows, cols) normalised volume -> (slices, 1, size, size) float32 tensor."""
+    t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[:, None]
+    t, _ = _pad_square(t)
+    return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def mask_to_network(mask: np.ndarray, size: int = NET_SIZE) -> torch.Tensor:
+    """Ground truth resampled like the image (bilinear, then 0.5), (slices, size, size) uint8."""
+    return (to_network(mask.astype(np.float32), size)[:, 0] >= 0.5).to(torch.uint8)
+
+
+def from_network(prob: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+    """(slices, size, size) probabilities -> (slices, rows, cols) on the original matrix."""
+    rows, cols = shape
+    side = max(rows, cols)
+    t = F.interpolate(prob[:, None].float(), size=(side, side), mode="bilinear", align_corners=False)[:, 0]
+    top, left = (side - rows) // 2, (side - cols) // 2
+    return t[:, top:top + rows, left:left + cols].numpy()

@@ -1,0 +1,92 @@
+"""The pipeline's entry point for the node: one series in, an :class:`Analysis` out.
+
+Stages (timed): load the series, region growing, U-Net, lesion measurements. The lesions
+reported are the U-Net's when its weights are available, else region growing's; the Dice
+between the two masks is kept as a quality measure.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.unet_io import segmentation_input
+from pipeline.errors import InputRejected
+from pipeline.lesions import Lesion, find_lesions
+from pipeline.metrics import dice
+from pipeline.region_growing import RegionGrowingResult
+from pipeline.region_growing import segment as region_growing
+from pipeline.volume import Volume, load_series
+
+
+@dataclass(frozen=True, kw_only=True)
+class Analysis:
+    volume: Volume
+    image: np.ndarray  # (slices, rows, cols): post-contrast, or the peak of a dynamic series
+    region_growing: RegionGrowingResult
+    unet_mask: np.ndarray | None
+    unet_sha256: str | None
+    lesions: list[Lesion]
+    lesion_source: str  # "unet" or "region_growing"
+    agreement_dice: float | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """What the job records (JSON-able)."""
+        return {
+            "shape": list(self.volume.shape),
+            "phases": self.volume.phases,
+            "spacing_mm": [round(v, 4) for v in self.volume.spacing],
+            "lesion_source": self.lesion_source,
+            "unet_sha256": self.unet_sha256,
+            "agreement_dice": None if self.agreement_dice is None else round(self.agreement_dice, 4),
+            "lesions": [{"index": les.index, "volume_mm3": round(les.volume_mm3, 1),
+                         "max_diameter_mm": round(les.max_diameter_mm, 1),
+                         "mean_enhancement": round(les.mean_enhancement, 3),
+                         "peak_enhancement": round(les.peak_enhancement, 3)} for les in self.lesions],
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def _check_range(image: np.ndarray) -> None:
+    if not np.isfinite(image).all():
+        raise InputRejected("input_out_of_range", "pixel values are not finite")
+    if float(image.max()) <= 0 or float(np.percentile(image, 99)) <= 0:
+        raise InputRejected("input_out_of_range", "the image is empty (no signal)")
+
+
+def analyse(paths: Sequence[Path], *, use_unet: bool = True, precision: str = "bf16") -> Analysis:
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    volume = load_series(paths)
+    image = segmentation_input(volume.pixels)
+    _check_range(image)
+    timings["load"] = time.perf_counter() - t
+    pixel_mm = (volume.spacing[1], volume.spacing[2])
+    t = time.perf_counter()
+    rg = region_growing(image, pixel_mm)
+    timings["region_growing"] = time.perf_counter() - t
+    unet_mask, sha = None, None
+    if use_unet:
+        from pipeline.segmentation import get_segmenter
+
+        t = time.perf_counter()
+        segmenter = get_segmenter(precision=precision)
+        unet_mask, sha = segmenter.segment(image), segmenter.sha256
+        timings["unet"] = time.perf_counter() - t
+    t = time.perf_counter()
+    source_mask = unet_mask if unet_mask is not None else rg.mask
+    lesions = find_lesions(source_mask, volume, image, rg.marrow_level)
+    timings["lesions"] = time.perf_counter() - t
+    if not lesions:
+        raise InputRejected("no_lesion", "no lesion of at least 20 mm3 was found in the vertebral body")
+    return Analysis(
+        volume=volume, image=image, region_growing=rg, unet_mask=unet_mask, unet_sha256=sha,
+        lesions=lesions, lesion_source="unet" if unet_mask is not None else "region_growing",
+        agreement_dice=None if unet_mask is None else dice(unet_mask, rg.mask), timings=timings,
+    )

@@ -1,0 +1,46 @@
+"""Who made a result and its deterministic UIDs.
+
+Every UID of an output is derived from the source series UID, the kind of output and the model
+version (package version plus the weights' checksums), so the same input with the same models
+always gives the same Series and SOP Instance UIDs (a re-run or re-send never duplicates in
+PACS), and new model versions give new ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+from pipeline.uids import derived_uid
+
+MANUFACTURER = "spinenode project"
+MODEL_NAME = "spinenode"
+NOT_FOR_DIAGNOSIS = "NOT FOR DIAGNOSIS - research use only, models trained on synthetic phantoms"
+
+
+def package_version() -> str:
+    try:
+        return version("spinenode")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResultIdentity:
+    source_series_uid: str
+    unet_sha256: str | None = None
+
+    @property
+    def software_versions(self) -> tuple[str, ...]:
+        versions = [f"spinenode {package_version()}"]
+        if self.unet_sha256:
+            versions.append(f"unet sha256 {self.unet_sha256[:16]}")
+        return tuple(versions)
+
+    @property
+    def model_version(self) -> str:
+        return "|".join(self.software_versions)
+
+    def uid(self, kind: str, part: str) -> str:
+        """``kind`` names the output (seg, sr, key, abstention), ``part`` series or instance."""
+        return derived_uid("spinenode-result", kind, part, self.source_series_uid, self.model_version)

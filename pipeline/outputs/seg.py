@@ -1,0 +1,68 @@
+"""The DICOM Segmentation: one segment per method (U-Net, region growing), frames on the source
+slices (empty frames kept, so frame k is slice k of the referenced phase)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+
+from pipeline.outputs.identity import MANUFACTURER, MODEL_NAME, ResultIdentity, package_version
+from pipeline.reproducible import pin_generated_values
+
+SEG_SERIES_NUMBER = 9701
+
+
+def _segment(number: int, label: str, algorithm: hd.AlgorithmIdentificationSequence) -> hd.seg.SegmentDescription:
+    return hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=label,
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Neoplasm,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+        anatomic_regions=[codes.SCT.BoneStructureOfSpine],
+    )
+
+
+def build_seg(source: Sequence[Dataset], *, unet_mask: np.ndarray | None, rg_mask: np.ndarray,
+              identity: ResultIdentity) -> hd.seg.Segmentation:
+    """``source``: the referenced phase's datasets in slice order; masks (slices, rows, cols)."""
+    segments, arrays = [], []
+    if unet_mask is not None:
+        algo = hd.AlgorithmIdentificationSequence(
+            name="spinenode improved U-Net", version=(identity.unet_sha256 or "unknown")[:16],
+            family=codes.cid7162.ArtificialIntelligence)
+        segments.append(_segment(len(segments) + 1, "Lesion (U-Net)", algo))
+        arrays.append(unet_mask)
+    algo = hd.AlgorithmIdentificationSequence(
+        name="spinenode region growing", version=package_version(),
+        family=codes.cid7162.NeighborhoodAnalysis)
+    segments.append(_segment(len(segments) + 1, "Lesion (region growing)", algo))
+    arrays.append(rg_mask)
+    pixels = np.stack(arrays, axis=-1).astype(np.uint8)
+    seg = hd.seg.Segmentation(
+        source_images=list(source),
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segments,
+        series_instance_uid=identity.uid("seg", "series"),
+        series_number=SEG_SERIES_NUMBER,
+        sop_instance_uid=identity.uid("seg", "instance"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=MODEL_NAME,
+        software_versions=list(identity.software_versions),  # type: ignore[arg-type]
+        device_serial_number=package_version(),
+        omit_empty_frames=False,
+        series_description="AI lesion segmentation (NOT FOR DIAGNOSIS)",
+        content_description="Spinal lesion segmentation, U-Net and region growing",
+        content_label="SPINE_LESION",
+    )
+    pin_generated_values(seg, uid_parts=("seg", identity.source_series_uid, identity.model_version),
+                         date=source[0].get("StudyDate", "") or "19700101",
+                         time=source[0].get("StudyTime", "") or "000000")
+    return seg

@@ -1,0 +1,89 @@
+"""The TID 1500 Measurement Report (Comprehensive 3D SR): per lesion a volumetric group that
+references its segment in the SEG, with volume, maximum diameter, mean and peak enhancement;
+study-level quality measurement (Dice agreement of U-Net and region growing) and the intended
+use. VerificationFlag UNVERIFIED (nobody verified it), completion PARTIAL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import highdicom as hd
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+from pipeline.lesions import Lesion
+from pipeline.outputs.identity import MANUFACTURER, MODEL_NAME, ResultIdentity
+from pipeline.reproducible import pin_generated_values
+
+SR_SERIES_NUMBER = 9702
+SCHEME = "99SPINENODE"  # private coding scheme (99 prefix) for concepts without a standard code
+MEAN_ENHANCEMENT = Code("ENH_MEAN", SCHEME, "Mean enhancement ratio to normal marrow")
+PEAK_ENHANCEMENT = Code("ENH_PEAK", SCHEME, "Peak enhancement ratio to normal marrow")
+DICE_AGREEMENT = Code("DICE_UNET_RG", SCHEME, "Dice agreement of U-Net and region growing")
+INTENDED_USE = Code("INTENDED_USE", SCHEME, "Intended use")
+RESEARCH_ONLY = Code("RESEARCH_ONLY", SCHEME, "Research use only, not for diagnostic use")
+PROCEDURE = codes.LN.MRISpineReport
+
+
+def observation_context(identity: ResultIdentity) -> hd.sr.ObservationContext:
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=identity.uid("device", "observer"), name="spinenode", manufacturer_name=MANUFACTURER,
+        model_name=MODEL_NAME)
+    return hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(observer_type=codes.cid270.Device,
+                                                      observer_identifying_attributes=device))
+
+
+def _lesion_group(lesion: Lesion, seg: Dataset, segment_number: int, identity: ResultIdentity,
+                  algorithm: hd.sr.AlgorithmIdentification) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+    ratio = codes.UCUM.NoUnits
+    measurements = [
+        hd.sr.Measurement(name=codes.SCT.Volume, value=round(lesion.volume_mm3, 1), unit=codes.UCUM.CubicMillimeter),
+        hd.sr.Measurement(name=codes.SCT.Diameter, value=round(lesion.max_diameter_mm, 1), unit=codes.UCUM.Millimeter,
+                          derivation=codes.cid7464.Maximum),
+        hd.sr.Measurement(name=MEAN_ENHANCEMENT, value=round(lesion.mean_enhancement, 3), unit=ratio),
+        hd.sr.Measurement(name=PEAK_ENHANCEMENT, value=round(lesion.peak_enhancement, 3), unit=ratio),
+    ]
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=identity.uid("lesion", str(lesion.index)),
+                                                     identifier=f"Lesion {lesion.index}"),
+        referenced_segment=hd.sr.ReferencedSegment(sop_class_uid=seg.SOPClassUID,
+                                                   sop_instance_uid=seg.SOPInstanceUID,
+                                                   segment_number=segment_number,
+                                                   source_series=hd.sr.SourceSeriesForSegmentation(
+                                                       identity.source_series_uid)),
+        finding_type=codes.SCT.Neoplasm,
+        finding_sites=[hd.sr.FindingSite(codes.SCT.BoneStructureOfSpine)],
+        algorithm_id=algorithm,
+        measurements=measurements,
+    )
+
+
+def build_measurement_sr(source: Sequence[Dataset], seg: Dataset, lesions: Sequence[Lesion], *,
+                         lesion_segment: int, agreement_dice: float | None,
+                         identity: ResultIdentity) -> hd.sr.Comprehensive3DSR:
+    algorithm = hd.sr.AlgorithmIdentification(name="spinenode", version=identity.model_version[:64])
+    groups: list = [_lesion_group(les, seg, lesion_segment, identity, algorithm) for les in lesions]
+    study_level = [hd.sr.QualitativeEvaluation(INTENDED_USE, RESEARCH_ONLY)]
+    quality = []
+    if agreement_dice is not None:
+        quality.append(hd.sr.Measurement(name=DICE_AGREEMENT, value=round(agreement_dice, 4),
+                                         unit=codes.UCUM.NoUnits))
+    groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=identity.uid("study-level", "group"),
+                                                     identifier="Study level"),
+        algorithm_id=algorithm, measurements=quality or None, qualitative_evaluations=study_level))
+    report = hd.sr.MeasurementReport(observation_context=observation_context(identity),
+                                     procedure_reported=PROCEDURE, imaging_measurements=groups)
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[*source, seg], content=report[0],
+        series_instance_uid=identity.uid("sr", "series"), series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=identity.uid("sr", "instance"), instance_number=1,
+        manufacturer=MANUFACTURER, is_complete=False, is_final=False, is_verified=False,
+        series_description="AI lesion measurements (NOT FOR DIAGNOSIS)",
+    )
+    pin_generated_values(sr, uid_parts=("sr", identity.source_series_uid, identity.model_version),
+                         date=source[0].get("StudyDate", "") or "19700101",
+                         time=source[0].get("StudyTime", "") or "000000")
+    return sr

@@ -1,0 +1,133 @@
+"""The paper's region growing (section 2.3, Fig. 1), made automatic.
+
+The paper's reader outlines the abnormal region on the sagittal view; that outline, moved to
+the axial slices, is the initial region. The node has no reader, so:
+
+A. **Initial region**: the vertebral body, found automatically (``pipeline.anatomy``).
+B. **Expansion x5** (Fig. 1D): the body ellipse scaled so that its area is five times larger.
+C. **Partitions** (Fig. 1D-E): each slice of the expanded region is cut into partitions by a
+   watershed of the gradient magnitude from a regular grid of markers (about every 5 mm); the
+   partitions that overlap the initial region by at least half are kept.
+D. **3D fusion** (Fig. 1F): the kept partitions of all slices form one 3D candidate region.
+E. **Seed** (Fig. 1G): the voxel of highest enhancement in the candidate region (on the
+   smoothed image, so that a noise spike is not chosen).
+F. **Growing**: 3D connected growth from the seed over voxels brighter than halfway between
+   normal marrow (the body's 40th percentile) and the lesion's level at the seed, within 6 mm of
+   the body (primary tumours break out of it, but the muscles around the spine enhance as much as
+   a weak tumour, so unlimited growth leaks into them). A region that floods more than 60 % of
+   the body is grown again from a threshold closer to the seed (65 %, then 80 % of the way).
+   A grown region less than half inside the body is dropped (a lesion lies inside or arises
+   from the vertebral body). Holes inside a grown slice are
+   filled (non-enhancing cores enclosed by an enhancing rim belong to the lesion).
+G. **Further lesions**: the next brightest voxel outside what was grown becomes a new seed while
+   it is still clearly enhancing (at least 1.3 x marrow and halfway to the first lesion's
+   level), up to five lesions.
+
+Needs no weights, so the node still segments when the U-Net is unavailable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from pipeline.anatomy import BodyRegion, locate_body
+
+MAX_LESIONS = 5
+GROWTH_MARGIN_MM = 6.0
+MAX_BODY_FRACTION = 0.6
+MIN_INSIDE_BODY = 0.5
+_GROW = np.zeros((3, 3, 3), dtype=bool)
+_GROW[1] = True  # 8-connected in-plane
+_GROW[0, 1, 1] = _GROW[2, 1, 1] = True  # and to the same pixel in the neighbouring slices
+
+
+@dataclass(frozen=True)
+class RegionGrowingResult:
+    mask: np.ndarray  # (slices, rows, cols) bool
+    body: BodyRegion
+    seeds: tuple[tuple[int, int, int], ...]
+    marrow_level: float
+
+
+def _partitions(slice_img: np.ndarray, region: np.ndarray, px: float) -> np.ndarray:
+    """Watershed partitions of ``region`` on one slice; labels > 0 inside, 0 outside."""
+    grad = ndimage.gaussian_gradient_magnitude(slice_img, sigma=1.0)
+    grad = (grad / max(float(grad.max()), 1e-6) * 65000).astype(np.uint16)
+    markers = np.zeros(slice_img.shape, dtype=np.int32)
+    step = max(2, int(round(5.0 / px)))
+    ys, xs = np.nonzero(region)
+    if len(ys) == 0:
+        return markers
+    grid = (ys % step == 0) & (xs % step == 0)
+    markers[ys[grid], xs[grid]] = np.arange(1, int(grid.sum()) + 1)
+    background = int(grid.sum()) + 1
+    markers[~ndimage.binary_dilation(region, iterations=1)] = background
+    labels = ndimage.watershed_ift(grad, markers)
+    labels[(labels == background) | ~region] = 0
+    return labels
+
+
+def candidate_region(smooth: np.ndarray, body: BodyRegion, expanded: np.ndarray, px: float) -> np.ndarray:
+    """Steps C-D: partitions of each slice that overlap the body by half or more, fused in 3D."""
+    out = np.zeros(smooth.shape, dtype=bool)
+    for k in range(smooth.shape[0]):
+        labels = _partitions(smooth[k], expanded, px)
+        if labels.max() == 0:
+            continue
+        inside = ndimage.sum_labels(body.mask[k], labels, index=np.arange(1, labels.max() + 1))
+        size = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, labels.max() + 1))
+        keep = np.concatenate([[False], inside >= 0.5 * np.maximum(size, 1)])
+        out[k] = keep[labels]
+    return out | body.mask
+
+
+def segment(image: np.ndarray, pixel_mm: tuple[float, float]) -> RegionGrowingResult:
+    """``image``: (slices, rows, cols) post-contrast (or peak) image; returns the lesion mask."""
+    px = float(np.mean(pixel_mm))
+    smooth = ndimage.gaussian_filter(image.astype(np.float32), (0, max(0.5, 0.6 / px), max(0.5, 0.6 / px)))
+    body = locate_body(smooth, pixel_mm)
+    expanded2d = body.ellipse(image.shape[1:], grow_px=0.0)
+    b, a = body.semi_axes
+    scale = np.sqrt(5.0)  # area x5
+    expanded2d = BodyRegion(body.centre, (b * scale, a * scale), body.mask, body.score).ellipse(image.shape[1:])
+    expanded = np.broadcast_to(expanded2d, image.shape)
+    candidate = candidate_region(smooth, body, expanded2d, px)
+    marrow = float(np.percentile(smooth[body.mask], 40)) if body.mask.any() else float(np.median(smooth))
+    # growth may leave the body (primary tumours break through the cortex), but only by a margin:
+    # the muscles around it enhance as much as a weak tumour does
+    allowed = expanded & ndimage.binary_dilation(body.mask, structure=_GROW, iterations=max(1, round(GROWTH_MARGIN_MM / px)))
+    mask = np.zeros(image.shape, dtype=bool)
+    seeds: list[tuple[int, int, int]] = []
+    first_level = None
+    search = np.where(candidate, smooth, -np.inf)
+    for _ in range(MAX_LESIONS):
+        seed = np.unravel_index(int(np.argmax(search)), search.shape)
+        value = float(search[seed])
+        if not np.isfinite(value):
+            break
+        z, y, x = (int(v) for v in seed)
+        level = float(smooth[z, max(0, y - 1):y + 2, max(0, x - 1):x + 2].mean())
+        if first_level is None:
+            first_level = level
+        elif level < max(1.3 * marrow, marrow + 0.5 * (first_level - marrow)):
+            break
+        if level <= marrow * 1.1:
+            break
+        body_voxels = max(int(body.mask.sum()), 1)
+        for fraction in (0.5, 0.65, 0.8):  # a faint seed floods the marrow: raise the threshold
+            threshold = marrow + fraction * (level - marrow)
+            labels, _ = ndimage.label((smooth >= threshold) & allowed, structure=_GROW)
+            grown = labels == labels[z, y, x]
+            if grown.sum() <= MAX_BODY_FRACTION * body_voxels:
+                break
+        for k in range(grown.shape[0]):
+            grown[k] = ndimage.binary_fill_holes(grown[k])
+        search[ndimage.binary_dilation(grown, iterations=2)] = -np.inf
+        if np.count_nonzero(grown & body.mask) < MIN_INSIDE_BODY * np.count_nonzero(grown):
+            continue  # mostly outside the body: prevertebral or paraspinal tissue, not a bone lesion
+        mask |= grown
+        seeds.append((z, y, x))
+    return RegionGrowingResult(mask, body, tuple(seeds), marrow)

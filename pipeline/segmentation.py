@@ -1,0 +1,57 @@
+"""U-Net inference for the worker: weights loaded once per process, checksum verified first.
+
+The fast path is the default: channels-last tensors and bf16 autocast on the CPU (measured in
+``bench/unet.py``); ``precision="fp32"`` switches back to plain fp32.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import weights
+from models.unet import AttentionResUNet
+from models.unet_io import from_network, normalise, to_network
+
+DEFAULT_WEIGHTS = weights.WEIGHTS_DIR / "unet.pt"
+PRECISIONS = ("bf16", "fp32")
+
+
+class UNetSegmenter:
+    def __init__(self, path: Path = DEFAULT_WEIGHTS, *, precision: str = "bf16", batch: int = 4) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.model = AttentionResUNet()
+        self.sha256 = weights.load_into(self.model, path)
+        self.model.eval().to(memory_format=torch.channels_last)
+        self.precision = precision
+        self.batch = batch
+
+    @torch.no_grad()
+    def probabilities(self, image: np.ndarray) -> np.ndarray:
+        """(slices, rows, cols) post-contrast image -> lesion probability, same shape."""
+        x = to_network(normalise(image)).contiguous(memory_format=torch.channels_last)
+        out = []
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            for i in range(0, len(x), self.batch):
+                out.append(torch.softmax(self.model(x[i:i + self.batch]).float(), dim=1)[:, 1])
+        return from_network(torch.cat(out), image.shape[1:])
+
+    def segment(self, image: np.ndarray) -> np.ndarray:
+        return self.probabilities(image) >= 0.5
+
+
+_CACHE: dict[tuple[Path, str], UNetSegmenter] = {}
+_LOCK = threading.Lock()
+
+
+def get_segmenter(path: Path = DEFAULT_WEIGHTS, precision: str = "bf16") -> UNetSegmenter:
+    """One segmenter per (weights, precision) per process."""
+    key = (Path(path), precision)
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = UNetSegmenter(path, precision=precision)
+        return _CACHE[key]
