@@ -144,6 +144,24 @@ class WorkerConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SenderConfig:
+    """Results back to PACS: attempts and backoff per outbox item."""
+
+    max_attempts: int = 8
+    retry_base_s: float = 5.0
+    retry_max_s: float = 600.0
+    poll_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError(f"sender.max_attempts = {self.max_attempts!r} must be >= 1")
+        for key in ("retry_base_s", "retry_max_s", "poll_interval_s"):
+            _check_positive(f"sender.{key}", getattr(self, key))
+        if self.retry_max_s < self.retry_base_s:
+            raise ConfigError(f"sender.retry_max_s = {self.retry_max_s!r} must be >= sender.retry_base_s")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Destination:
     name: str
     ae_title: str
@@ -176,6 +194,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    sender: SenderConfig = field(default_factory=SenderConfig)
     destinations: tuple[Destination, ...] = ()
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: Path | None = None  # the file it was read from, if any
@@ -190,6 +209,7 @@ _SECTIONS: dict[str, type] = {
     "database": DatabaseConfig,
     "protocol": ProtocolConfig,
     "worker": WorkerConfig,
+    "sender": SenderConfig,
     "logging": LoggingConfig,
 }
 
@@ -318,6 +338,7 @@ def load_config(path: Path | str | None = None, environ: Mapping[str, str] | Non
         database=database,
         protocol=sections["protocol"],
         worker=sections["worker"],
+        sender=sections["sender"],
         logging=sections["logging"],
         destinations=destinations,
         source=source,

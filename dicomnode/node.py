@@ -5,8 +5,8 @@ only after its file is renamed into place and its row committed, so nothing ackn
 whatever moment the process stops. A job running at shutdown is finished if it ends within
 the grace period; otherwise its lease expires and the next start runs it again.
 
-The sender (results back to the PACS through the outbox) joins this wiring with the results
-issue; destinations are already read from the configuration.
+The sender delivers the outbox to every configured destination (a thread when any is
+configured).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from dicomnode.config import Config
 from dicomnode.db import init_db, make_engine, make_sessionmaker
 from dicomnode.handlers import StoreContext
 from dicomnode.scp import start_scp
+from dicomnode.sender import Sender
 from dicomnode.worker import Worker, worker_name
 
 log = logs.get_logger(__name__)
@@ -69,6 +70,11 @@ class Node:
         for i in range(self.cfg.worker.workers):
             worker = Worker(self.cfg, self.sessions, name=worker_name(i))
             thread = threading.Thread(target=worker.run, args=(self.stop_event,), name=f"worker-{i}")
+            thread.start()
+            self._threads.append(thread)
+        if self.cfg.destinations:
+            thread = threading.Thread(target=Sender(self.cfg, self.sessions).run, args=(self.stop_event,),
+                                      name="sender")
             thread.start()
             self._threads.append(thread)
         log.info("node_started", ae_title=self.cfg.node.ae_title, port=self.port,

@@ -8,6 +8,7 @@ selected ``FOR UPDATE SKIP LOCKED`` so workers do not queue behind each other's 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,9 +30,9 @@ def _event(session: Session, job_id: int, event: str, attempt: int, worker: str 
 
 def enqueue(session: Session, series: Series, *, kind: JobKind, max_attempts: int,
             reason: str | None = None, detail: str | None = None) -> Job:
-    """Add a job for ``series`` in the caller's transaction (abstentions are born final)."""
-    state = JobState.QUEUED if kind is JobKind.ANALYSE else JobState.ABSTAINED
-    job = Job(series=series, kind=kind, state=state, reason=reason, reason_detail=detail,
+    """Add a queued job for ``series`` in the caller's transaction. An ABSTAIN job is queued too:
+    the worker makes and sends the abstention SR, then the job ends ``abstained``."""
+    job = Job(series=series, kind=kind, state=JobState.QUEUED, reason=reason, reason_detail=detail,
               max_attempts=max_attempts)
     session.add(job)
     session.flush()
@@ -45,7 +46,7 @@ def claim(sessions: sessionmaker, worker: str, lease_s: float) -> ClaimedJob | N
         now = utcnow()
         candidates = session.scalars(
             select(Job.id)
-            .where(Job.state.in_(_CLAIMABLE), Job.not_before <= now, Job.kind == JobKind.ANALYSE)
+            .where(Job.state.in_(_CLAIMABLE), Job.not_before <= now)
             .order_by(Job.not_before, Job.id)
             .limit(8)
             .with_for_update(skip_locked=True)
@@ -81,7 +82,13 @@ def heartbeat(sessions: sessionmaker, job: ClaimedJob, lease_s: float) -> None:
             raise JobLeaseLost(f"job {job.id} is no longer leased by {job.lease_owner}")
 
 
-def _finish(sessions: sessionmaker, job: ClaimedJob, values: dict, event: str, detail: str | None) -> None:
+Also = Callable[[Session], object] | None
+
+
+def _finish(sessions: sessionmaker, job: ClaimedJob, values: dict, event: str, detail: str | None,
+            also: Also = None) -> None:
+    """End the attempt if the lease is still ours; ``also`` runs in the same transaction
+    (the outbox rows of the job's results)."""
     with sessions.begin() as session:
         result = session.execute(
             update(Job)
@@ -91,16 +98,18 @@ def _finish(sessions: sessionmaker, job: ClaimedJob, values: dict, event: str, d
         if result.rowcount != 1:
             raise JobLeaseLost(f"job {job.id} was reclaimed before {job.lease_owner} finished it")
         _event(session, job.id, event, job.attempt, job.lease_owner, detail)
+        if also is not None:
+            also(session)
 
 
-def complete(sessions: sessionmaker, job: ClaimedJob, result: dict) -> None:
-    _finish(sessions, job, {"state": JobState.DONE, "result": result, "last_error": None}, "done", None)
+def complete(sessions: sessionmaker, job: ClaimedJob, result: dict, also: Also = None) -> None:
+    _finish(sessions, job, {"state": JobState.DONE, "result": result, "last_error": None}, "done", None, also)
 
 
-def abstain(sessions: sessionmaker, job: ClaimedJob, reason: str, detail: str) -> None:
-    """The pipeline refused the input: final, with the reason (no retry would change it)."""
+def abstain(sessions: sessionmaker, job: ClaimedJob, reason: str, detail: str, also: Also = None) -> None:
+    """The series or the pipeline refused the input: final, with the reason."""
     _finish(sessions, job, {"state": JobState.ABSTAINED, "reason": reason, "reason_detail": detail},
-            "abstained", f"{reason}: {detail}")
+            "abstained", f"{reason}: {detail}", also)
 
 
 def fail(sessions: sessionmaker, job: ClaimedJob, error: str, policy: RetryPolicy) -> JobState:

@@ -28,7 +28,11 @@ def collect(sessions: sessionmaker) -> dict[str, Any]:
             select(Job.id, Series.series_uid, Job.reason)
             .join(Series, Series.id == Job.series_id).where(Job.state == JobState.ABSTAINED)
         ).all()
+        dead_out = session.execute(
+            select(OutboxItem.id, OutboxItem.destination, OutboxItem.sop_instance_uid, OutboxItem.last_error)
+            .where(OutboxItem.state == OutboxState.DEAD)).all()
         return {
+            "dead_outbox": [{"id": i, "destination": d, "sop_instance_uid": u, "error": e} for i, d, u, e in dead_out],
             "studies": session.scalar(select(func.count()).select_from(Study)),
             "instances": {
                 "total": session.scalar(select(func.count()).select_from(Instance)),
@@ -50,6 +54,9 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"{section:<10} {parts}")
     for job in report["dead_jobs"]:
         lines.append(f"dead job {job['job_id']} series {job['series_uid']}: {job['error']}")
+    for item in report["dead_outbox"]:
+        lines.append(f"dead result {item['sop_instance_uid']} to {item['destination']}: {item['error']} "
+                     "(spinenode resend)")
     for job in report["abstained_jobs"]:
         lines.append(f"abstained job {job['job_id']} series {job['series_uid']}: {job['reason']}")
     return "\n".join(lines)

@@ -29,7 +29,8 @@ def evaluate(studies: int, out: Path, *, seed: int = HELD_OUT_SEED, phases: int 
              precision: str = "bf16") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     segmenter = UNetSegmenter(precision=precision)
-    rows, overlays = [], []
+    rows: list[dict] = []
+    overlays: list[tuple] = []
     for s in tqdm(range(seed, seed + studies), desc="held-out phantoms", unit="study"):
         study = generate_study(s, phases=phases)
         image = segmentation_input(study.pixels).astype(np.float32)

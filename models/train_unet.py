@@ -129,7 +129,9 @@ def validate(model: AttentionResUNet, studies: list[seg_data.SliceSet], bf16: bo
 
 
 def train(cfg: TrainConfig, work: Path, out: Path | None, *, resume: bool = False,
-          data_dir: Path | None = None) -> dict:
+          data_dir: Path | None = None, stop_after: int | None = None) -> dict:
+    """Train (or resume) and return the history; ``stop_after`` ends this run after that many
+    epochs (the checkpoint lets a later ``resume`` finish the schedule)."""
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -137,7 +139,7 @@ def train(cfg: TrainConfig, work: Path, out: Path | None, *, resume: bool = Fals
     started = time.time()
     data, val = load_data(cfg, data_dir)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = AttentionResUNet().to(memory_format=torch.channels_last)
+    model = AttentionResUNet().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     total = cfg.epochs * cfg.steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.1)
@@ -146,13 +148,17 @@ def train(cfg: TrainConfig, work: Path, out: Path | None, *, resume: bool = Fals
     ckpt = work / "checkpoint.pt"
     if resume and ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if state.get("total_steps", total) != total:
+            raise SystemExit(f"{ckpt} was made for {state['total_steps']} steps, not {total}: resume with the "
+                             "same --epochs and --steps-per-epoch, or use a new --work folder")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         gen.set_state(state["gen"])
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
     sampler = CropSampler(data, cfg, gen)
-    for epoch in range(start_epoch, cfg.epochs):
+    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
+    for epoch in range(start_epoch, end_epoch):
         losses = []
         bar = tqdm(range(cfg.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step")
         for _ in bar:
@@ -176,10 +182,12 @@ def train(cfg: TrainConfig, work: Path, out: Path | None, *, resume: bool = Fals
             best = dice
             torch.save(model.state_dict(), work / "best.pt")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "gen": gen.get_state(), "epoch": epoch, "best": best, "history": history}, ckpt)
+                    "gen": gen.get_state(), "epoch": epoch, "best": best, "history": history,
+                    "total_steps": total}, ckpt)
+    last_seed = cfg.train_seed + cfg.train_studies - 1
     result = {"config": asdict(cfg), "history": history, "best_val_dice": best,
               "train_seconds": round(time.time() - started, 1),
-              "data": str(data_dir) if data_dir else f"phantom seeds {cfg.train_seed}-{cfg.train_seed + cfg.train_studies - 1}",
+              "data": str(data_dir) if data_dir else f"phantom seeds {cfg.train_seed}-{last_seed}",
               "threads": torch.get_num_threads()}
     if out is not None:
         model.load_state_dict(torch.load(work / "best.pt", map_location="cpu", weights_only=True))

@@ -48,7 +48,7 @@ def _kernels(a: float, b: float, canal: float) -> tuple[np.ndarray, np.ndarray, 
     interior = (r <= 0.8).astype(np.float32)
     ring = ((r > 1.05) & (r <= 1.5)).astype(np.float32)
     canal_k = (((yy - (b + canal)) ** 2 + xx**2) <= (0.7 * canal) ** 2).astype(np.float32)
-    return tuple(k / k.sum() for k in (interior, ring, canal_k))  # type: ignore[return-value]
+    return interior / interior.sum(), ring / ring.sum(), canal_k / canal_k.sum()
 
 
 def _symmetry(img: np.ndarray, cy: float, cx: float, px: float) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,10 +48,8 @@ def physical_points(volume: Volume, idx: np.ndarray) -> np.ndarray:
 def max_diameter(points: np.ndarray) -> float:
     if len(points) < 2:
         return 0.0
-    try:
+    with contextlib.suppress(QhullError, ValueError):  # flat or tiny: use every point
         points = points[ConvexHull(points).vertices]
-    except (QhullError, ValueError):
-        pass  # flat or tiny: use every point
     if len(points) > 3000:
         points = points[:: len(points) // 3000 + 1]
     return float(pdist(points).max())

@@ -98,7 +98,8 @@ def segment(image: np.ndarray, pixel_mm: tuple[float, float]) -> RegionGrowingRe
     marrow = float(np.percentile(smooth[body.mask], 40)) if body.mask.any() else float(np.median(smooth))
     # growth may leave the body (primary tumours break through the cortex), but only by a margin:
     # the muscles around it enhance as much as a weak tumour does
-    allowed = expanded & ndimage.binary_dilation(body.mask, structure=_GROW, iterations=max(1, round(GROWTH_MARGIN_MM / px)))
+    margin = max(1, round(GROWTH_MARGIN_MM / px))
+    allowed = expanded & ndimage.binary_dilation(body.mask, structure=_GROW, iterations=margin)
     mask = np.zeros(image.shape, dtype=bool)
     seeds: list[tuple[int, int, int]] = []
     first_level = None

@@ -26,7 +26,7 @@ class UNetSegmenter:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.model = AttentionResUNet()
         self.sha256 = weights.load_into(self.model, path)
-        self.model.eval().to(memory_format=torch.channels_last)
+        self.model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.precision = precision
         self.batch = batch
 

@@ -31,14 +31,15 @@ def render(image: np.ndarray, unet: np.ndarray | None, rg: np.ndarray, summary: 
         rgb[big & ~ndimage.binary_erosion(big, iterations=2)] = colour
     canvas = Image.fromarray(rgb)
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=max(14, canvas.width // 36))
-    small = ImageFont.load_default(size=max(11, canvas.width // 50))
-    draw.rectangle([0, 0, canvas.width, font.size + 10], fill=(0, 0, 0))
+    big_px, small_px = max(14, canvas.width // 36), max(11, canvas.width // 50)
+    font = ImageFont.load_default(size=big_px)
+    small = ImageFont.load_default(size=small_px)
+    draw.rectangle([0, 0, canvas.width, big_px + 10], fill=(0, 0, 0))
     draw.text((6, 4), "NOT FOR DIAGNOSIS", fill=(255, 255, 0), font=font)
-    draw.rectangle([0, canvas.height - 2 * small.size - 14, canvas.width, canvas.height], fill=(0, 0, 0))
-    draw.text((6, canvas.height - 2 * small.size - 10), summary, fill=(255, 255, 255), font=small)
+    draw.rectangle([0, canvas.height - 2 * small_px - 14, canvas.width, canvas.height], fill=(0, 0, 0))
+    draw.text((6, canvas.height - 2 * small_px - 10), summary, fill=(255, 255, 255), font=small)
     legend = "red: U-Net   blue: region growing" if unet is not None else "blue: region growing"
-    draw.text((6, canvas.height - small.size - 5), legend, fill=(200, 200, 200), font=small)
+    draw.text((6, canvas.height - small_px - 5), legend, fill=(200, 200, 200), font=small)
     return np.asarray(canvas)
 
 
@@ -63,7 +64,7 @@ def build_key_image(reference: Dataset, image: np.ndarray, unet: np.ndarray | No
     sc.BurnedInAnnotation = "YES"
     sc.BodyPartExamined = reference.get("BodyPartExamined") or "SPINE"  # not paired: no Laterality
     sc.ImageComments = "NOT FOR DIAGNOSIS. " + summary
-    sc.SoftwareVersions = list(identity.software_versions)
+    sc.SoftwareVersions = list(identity.software_versions)  # type: ignore[assignment]
     pin_generated_values(sc, uid_parts=("key", identity.source_series_uid, identity.model_version),
                          date=reference.get("StudyDate", "") or "19700101",
                          time=reference.get("StudyTime", "") or "000000")

@@ -31,7 +31,8 @@ def _segment(number: int, label: str, algorithm: hd.AlgorithmIdentificationSeque
 def build_seg(source: Sequence[Dataset], *, unet_mask: np.ndarray | None, rg_mask: np.ndarray,
               identity: ResultIdentity) -> hd.seg.Segmentation:
     """``source``: the referenced phase's datasets in slice order; masks (slices, rows, cols)."""
-    segments, arrays = [], []
+    segments: list[hd.seg.SegmentDescription] = []
+    arrays: list[np.ndarray] = []
     if unet_mask is not None:
         algo = hd.AlgorithmIdentificationSequence(
             name="spinenode improved U-Net", version=(identity.unet_sha256 or "unknown")[:16],

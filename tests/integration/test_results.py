@@ -1,0 +1,233 @@
+"""Results back to a PACS: a real pynetdicom Storage SCP on localhost stands in for it."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from sqlalchemy import select
+
+from dicomnode import sender
+from dicomnode.db import OutboxItem, OutboxState
+from dicomnode.scu import send_files
+from pipeline.analysis import analyse
+from pipeline.outputs.build import build_results, source_headers
+from tests.conftest import require_tool, wait_for
+
+SEG = "1.2.840.10008.5.1.4.1.1.66.4"
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+class FakePacs:
+    """A Storage SCP that keeps what it receives (and can answer with a failure status)."""
+
+    def __init__(self, port: int = 0, status: int = 0x0000) -> None:
+        self.received: list[pydicom.Dataset] = []
+        self.status = status
+        self.lock = threading.Lock()
+        ae = AE(ae_title="PACS")
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(cx.abstract_syntax)
+        self.server = ae.start_server(("127.0.0.1", port), block=False,
+                                      evt_handlers=[(evt.EVT_C_STORE, self._store)])
+        self.port = self.server.server_address[1]
+
+    def _store(self, event) -> int:  # noqa: ANN001
+        if self.status:
+            return self.status
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        with self.lock:
+            self.received.append(ds)
+        return 0x0000
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def pacs() -> Iterator[FakePacs]:
+    p = FakePacs()
+    yield p
+    p.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def destination(port: int) -> dict:
+    return {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": port}
+
+
+def start_node(node_factory, port: int, **sender_cfg):  # noqa: ANN001, ANN201
+    node = node_factory(sender={"retry_base_s": 0.2, "retry_max_s": 0.5, "poll_interval_s": 0.2} | sender_cfg)
+    return node
+
+
+def dciodvfy_errors(ds: pydicom.Dataset, tmp_path: Path) -> list[str]:
+    path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    run = subprocess.run([require_tool("dciodvfy"), str(path)], capture_output=True, text=True, check=False)
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+
+
+def outbox(node) -> list[OutboxItem]:  # noqa: ANN001
+    with node.sessions() as s:
+        return list(s.scalars(select(OutboxItem).order_by(OutboxItem.id)))
+
+
+@pytest.fixture
+def node_with_pacs(tmp_path, pacs, monkeypatch):  # noqa: ANN001, ANN201
+    from tests.conftest import write_config
+
+    def start(port: int | None = None, **sender_cfg):  # noqa: ANN202
+        from dicomnode.config import load_config
+        from dicomnode.node import Node, setup
+
+        folder = tmp_path / f"n{port or pacs.port}"
+        folder.mkdir()
+        path = write_config(folder, sender={"retry_base_s": 0.2, "retry_max_s": 0.5, "poll_interval_s": 0.2}
+                            | sender_cfg)
+        with path.open("a") as fh:
+            d = destination(port or pacs.port)
+            fh.write(f'[[destinations]]\nname = "{d["name"]}"\nae_title = "{d["ae_title"]}"\n'
+                     f'host = "{d["host"]}"\nport = {d["port"]}\n')
+        cfg = load_config(path, environ={})
+        engine, sessions = setup(cfg)
+        node = Node(cfg, engine, sessions).start()
+        started.append(node)
+        return node
+
+    started: list = []
+    yield start
+    for node in started:
+        node.stop()
+
+
+def test_results_arrive_valid_and_under_the_right_patient_and_study(node_with_pacs, pacs, series_files, tmp_path) -> None:  # noqa: ANN001, E501
+    node = node_with_pacs()
+    files = series_files(101)
+    send_files(files, "SPINENODE", "127.0.0.1", node.port, calling_ae="MODALITY")
+    wait_for(lambda: len(pacs.received) >= 3, timeout=90)
+    source = pydicom.dcmread(files[0], stop_before_pixels=True)
+    by_class = {str(ds.SOPClassUID): ds for ds in pacs.received}
+    assert set(by_class) == {SEG, COMPREHENSIVE_3D_SR, SECONDARY_CAPTURE}
+    for ds in pacs.received:
+        assert ds.StudyInstanceUID == source.StudyInstanceUID and ds.PatientID == source.PatientID
+        assert ds.SeriesInstanceUID != source.SeriesInstanceUID
+        assert dciodvfy_errors(ds, tmp_path) == [], ds.SOPClassUID
+    seg = hd.seg.segread(tmp_path / f"{by_class[SEG].SOPInstanceUID}.dcm")
+    labels = [seg.get_segment_description(n).segment_label for n in seg.segment_numbers]
+    assert labels == ["Lesion (U-Net)", "Lesion (region growing)"]
+    assert "NOT FOR DIAGNOSIS" in seg.SeriesDescription
+    sr = hd.sr.srread(tmp_path / f"{by_class[COMPREHENSIVE_3D_SR].SOPInstanceUID}.dcm")
+    assert sr.VerificationFlag == "UNVERIFIED"
+    groups = sr.content.get_volumetric_roi_measurement_groups()
+    assert groups, "one measurement group per lesion"
+    names = {m.name.meaning for m in groups[0].get_measurements()}
+    assert {"Volume", "Diameter"} <= names
+    ref = groups[0].referenced_segment
+    assert ref.referenced_sop_instance_uid == seg.SOPInstanceUID
+    assert list(ref.referenced_segment_numbers) == [1]
+    evidence = {str(item.ReferencedSOPInstanceUID)
+                for seq in ("CurrentRequestedProcedureEvidenceSequence", "PertinentOtherEvidenceSequence")
+                for study in sr.get(seq, []) for series in study.ReferencedSeriesSequence
+                for item in series.ReferencedSOPSequence}
+    sources = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
+    assert seg.SOPInstanceUID in evidence and sources <= evidence  # references resolve
+    key = by_class[SECONDARY_CAPTURE]
+    assert key.BurnedInAnnotation == "YES" and "NOT FOR DIAGNOSIS" in key.ImageComments
+    assert all(i.state is OutboxState.SENT for i in outbox(node))
+
+
+def test_seg_frames_match_the_masks_slice_by_slice(phantom_dir: Path) -> None:
+    """Frame k is slice k, empty frames included, on the (oblique) source geometry."""
+    files = sorted((phantom_dir / "study_102" / "series").glob("*.dcm"))
+    analysis = analyse(files)
+    source = source_headers(files, analysis)
+    assert abs(float(np.degrees(np.arccos(abs(np.cross(
+        np.array(source[0].ImageOrientationPatient[:3], dtype=float),
+        np.array(source[0].ImageOrientationPatient[3:], dtype=float))[2]))))) > 1  # oblique
+    seg, sr, key = build_results(analysis, source)
+    uids = [str(ds.SOPInstanceUID) for ds in source]
+    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1, 2],
+                                               assert_missing_frames_are_empty=True)
+    assert pixels.shape[:3] == analysis.unet_mask.shape
+    empty = 0
+    for k in range(len(uids)):
+        assert np.array_equal(pixels[k, ..., 0].astype(bool), analysis.unet_mask[k])
+        assert np.array_equal(pixels[k, ..., 1].astype(bool), analysis.region_growing.mask[k])
+        empty += not analysis.unet_mask[k].any()
+    assert empty > 0  # the test covers empty frames
+    assert seg.NumberOfFrames == 2 * len(uids)
+
+
+def test_uids_are_deterministic_and_change_with_the_model(phantom_dir: Path) -> None:
+    from pipeline.outputs.identity import ResultIdentity
+
+    files = sorted((phantom_dir / "study_101" / "series").glob("*.dcm"))
+    first = analyse(files)
+    a = build_results(first, source_headers(files, first))
+    b = build_results(analyse(files), source_headers(files, first))
+    assert [ds.SOPInstanceUID for ds in a] == [ds.SOPInstanceUID for ds in b]
+    assert [ds.SeriesInstanceUID for ds in a] == [ds.SeriesInstanceUID for ds in b]
+    same = ResultIdentity(source_series_uid="1.2.3", unet_sha256="aa")
+    other = ResultIdentity(source_series_uid="1.2.3", unet_sha256="bb")
+    assert same.uid("seg", "instance") != other.uid("seg", "instance")
+
+
+def test_a_pacs_down_at_first_gets_everything_exactly_once(node_with_pacs, series_files) -> None:  # noqa: ANN001
+    port = free_port()
+    node = node_with_pacs(port, max_attempts=50)
+    send_files(series_files(101), "SPINENODE", "127.0.0.1", node.port, calling_ae="MODALITY")
+    wait_for(lambda: len(outbox(node)) == 3 and all(i.attempts >= 2 for i in outbox(node)), timeout=90)
+    late = FakePacs(port=port)
+    try:
+        wait_for(lambda: all(i.state is OutboxState.SENT for i in outbox(node)), timeout=30)
+        assert len(late.received) == 3
+        assert len({ds.SOPInstanceUID for ds in late.received}) == 3
+    finally:
+        late.stop()
+
+
+def test_a_refusing_pacs_dead_letters_then_resend(node_with_pacs, series_files) -> None:  # noqa: ANN001
+    refusing = FakePacs(status=0xA700)
+    try:
+        node = node_with_pacs(refusing.port, max_attempts=2)
+        send_files(series_files(101), "SPINENODE", "127.0.0.1", node.port, calling_ae="MODALITY")
+        wait_for(lambda: len(outbox(node)) == 3 and all(i.state is OutboxState.DEAD for i in outbox(node)),
+                 timeout=90)
+        from dicomnode import status
+
+        report = status.collect(node.sessions)
+        assert report["outbox"]["dead"] == 3
+        refusing.status = 0x0000
+        assert sender.resend(node.sessions) == 3
+        wait_for(lambda: all(i.state is OutboxState.SENT for i in outbox(node)), timeout=30)
+        assert len(refusing.received) == 3
+    finally:
+        refusing.stop()
+
+
+def test_abstention_sr_for_an_incomplete_series(node_with_pacs, pacs, series_files, tmp_path) -> None:  # noqa: ANN001
+    node = node_with_pacs()  # the fixture's quiet period is 2 s
+    send_files(series_files(103)[:11], "SPINENODE", "127.0.0.1", node.port, calling_ae="MODALITY")
+    wait_for(lambda: len(pacs.received) >= 1, timeout=60)
+    (sr,) = pacs.received
+    assert str(sr.SOPClassUID) == COMPREHENSIVE_3D_SR
+    assert dciodvfy_errors(sr, tmp_path) == []
+    parsed = hd.sr.srread(tmp_path / f"{sr.SOPInstanceUID}.dcm")
+    text = str(parsed.ContentSequence)
+    assert "ABST_SLICE_COUNT" in text and "Incomplete series: slice count" in text

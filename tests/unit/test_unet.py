@@ -1,0 +1,95 @@
+"""The improved U-Net: shapes, the attention gate, weights with checksums, a training step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import weights
+from models.train_unet import TrainConfig, train
+from models.unet import AttentionGate, AttentionResUNet, ResidualBlock
+from models.unet_io import from_network, mask_to_network, segmentation_input, to_network
+
+
+def test_residual_block_shapes_and_shortcut() -> None:
+    block = ResidualBlock(1, 16)
+    assert block(torch.randn(2, 1, 32, 32)).shape == (2, 16, 32, 32)
+    assert isinstance(block.shortcut[0], torch.nn.Conv2d) and block.shortcut[0].kernel_size == (1, 1)
+
+
+def test_unet_shapes_sixteen_channels_and_32x32_bottleneck() -> None:
+    model = AttentionResUNet().eval()
+    seen: dict = {}
+
+    def keep(name: str):  # noqa: ANN202 - a hook must return None or it replaces the output
+        def hook(_module, _inputs, output) -> None:  # noqa: ANN001
+            seen[name] = output.shape
+        return hook
+
+    model.encoders[-1].register_forward_hook(keep("bottleneck"))
+    model.encoders[0].register_forward_hook(keep("first"))
+    with torch.no_grad():
+        out = model(torch.randn(1, 1, 512, 512))
+    assert out.shape == (1, 2, 512, 512)
+    assert seen["first"][1] == 16 and tuple(seen["bottleneck"][-2:]) == (32, 32)
+    prob = model.predict_proba(torch.randn(1, 1, 64, 64))
+    assert prob.shape == (1, 64, 64) and float(prob.min()) >= 0 and float(prob.max()) <= 1
+
+
+@torch.no_grad()
+def test_attention_gate_follows_equation_2() -> None:
+    gate = AttentionGate(x_ch=4, g_ch=6, inter_ch=3)
+    x, g = torch.randn(2, 4, 8, 8), torch.randn(2, 6, 8, 8)
+    alpha = gate.coefficients(x, g)
+    assert alpha.shape == (2, 1, 8, 8) and float(alpha.min()) >= 0 and float(alpha.max()) <= 1
+    expected = torch.sigmoid(gate.psi(torch.relu(gate.w_x(x) + gate.w_g(g))))
+    assert torch.allclose(alpha, expected)
+    assert torch.allclose(gate(x, g), x * expected)  # one weight per pixel, shared by channels
+    gate.psi.bias.fill_(-50.0)
+    assert float(gate(x, g).abs().max()) < 1e-6  # a closed gate suppresses the skip entirely
+
+
+def test_io_round_trip_keeps_geometry_for_non_square_matrices() -> None:
+    mask = np.zeros((3, 256, 192), dtype=bool)
+    mask[1, 100:140, 60:90] = True
+    net = mask_to_network(mask)
+    assert net.shape == (3, 512, 512)
+    back = from_network(net.float(), (256, 192)) >= 0.5
+    assert back.shape == mask.shape and (back ^ mask).sum() < 0.05 * mask.sum()
+    assert to_network(np.ones((2, 256, 192), dtype=np.float32)).shape == (2, 1, 512, 512)
+
+
+def test_segmentation_input_uses_the_post_contrast_peak() -> None:
+    pixels = np.stack([np.full((2, 4, 4), v, dtype=np.float32) for v in (1, 5, 3)])
+    assert segmentation_input(pixels).max() == 5
+    assert segmentation_input(pixels[:1]).max() == 1
+
+
+def test_shipped_weights_load_with_their_checksum() -> None:
+    model = AttentionResUNet()
+    digest = weights.load_into(model, weights.WEIGHTS_DIR / "unet.pt")
+    assert len(digest) == 64
+    assert (weights.WEIGHTS_DIR / "unet.pt").stat().st_size < 8 * 1024 * 1024
+
+
+def test_tampered_weights_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "unet.pt"
+    weights.save(AttentionResUNet(base=4), path, {"note": "test"})
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(weights.WeightsError, match="SHA-256"):
+        weights.load_into(AttentionResUNet(base=4), path)
+
+
+def test_training_runs_two_steps_and_resumes(tmp_path: Path) -> None:
+    cfg = TrainConfig(epochs=2, steps_per_epoch=2, batch=2, crop=64, train_studies=2, val_studies=1, threads=1)
+    first = train(cfg, tmp_path / "work", tmp_path / "unet.pt", stop_after=1)
+    assert len(first["history"]) == 1 and (tmp_path / "unet.pt.sha256").exists()
+    resumed = train(cfg, tmp_path / "work", None, resume=True)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    with pytest.raises(SystemExit, match="same --epochs"):
+        train(TrainConfig(**{**cfg.__dict__, "epochs": 3}), tmp_path / "work", None, resume=True)
