@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", type=Path)
     p.add_argument("--to", required=True, help="AET@HOST:PORT")
     p.add_argument("--calling-ae", default="SPINENODE")
+    p = sub.add_parser("demo", help="the whole path on this machine: phantom study -> node -> results")
+    _add_config(p)
+    p.add_argument("--out", type=Path, default=Path("var/demo"))
+    p.add_argument("--seed", type=int, default=1)
     p = sub.add_parser("resend", help="queue dead results again (or every result of one job)")
     _add_config(p)
     p.add_argument("--job", type=int, default=None, help="every outbox item of this job, sent or not")
@@ -112,6 +116,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     engine.dispose()
     print(json.dumps(report, indent=2) if args.json else status.render(report))
     return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from dicomnode.config import load_config
+    from dicomnode.demo import run_demo
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    return run_demo(load_config(args.config), args.out, args.seed)
 
 
 def _cmd_resend(args: argparse.Namespace) -> int:
@@ -192,8 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = load_config(args.config)
             return node.serve(cfg) if args.command == "serve" else node.run_worker(cfg)
         commands = {"status": _cmd_status, "synth": _cmd_synth, "send": _cmd_send, "resend": _cmd_resend,
-                    "train-unet": _cmd_train_unet,
-                    "evaluate-seg": _cmd_evaluate_seg}
+                    "demo": _cmd_demo, "train-unet": _cmd_train_unet, "evaluate-seg": _cmd_evaluate_seg}
         return commands[args.command](args)
     except NodeError as exc:
         print(f"spinenode {args.command}: {exc}", file=sys.stderr)

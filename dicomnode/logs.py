@@ -62,6 +62,7 @@ def configure(level: str = "INFO", json_file: Path | None = None, console: bool 
     # pynetdicom logs dataset contents (patient names among them) at DEBUG: keep it to warnings
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

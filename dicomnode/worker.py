@@ -112,13 +112,17 @@ class Worker:
         with self.sessions() as session:
             return outbox.source_paths(session, self.cfg, job.series_id)
 
-    def _queue_outputs(self, outputs: Sequence[Dataset], paths: Sequence[Path], job: ClaimedJob
-                       ) -> Callable[[Session], object]:
-        """Check and write the outputs now; the returned callable adds their outbox rows."""
+    def _queue_outputs(self, outputs: Sequence[Dataset], paths: Sequence[Path], job: ClaimedJob,
+                       result: dict[str, Any] | None = None) -> Callable[[Session], object]:
+        """Check and write the outputs now (listed in ``result``); the returned callable adds
+        their outbox rows."""
         source = pydicom.dcmread(paths[0], stop_before_pixels=True)
         for ds in outputs:
             outbox.check_identity(ds, source)
         written = outbox.write_outputs(self.cfg, outputs)
+        if result is not None:
+            result["outputs"] = [{"sop_class_uid": str(ds.SOPClassUID), "sop_instance_uid": str(ds.SOPInstanceUID),
+                                  "path": rel} for ds, rel in written]
         return lambda session: outbox.enqueue(session, self.cfg, job.id, written)
 
     def process(self, job: ClaimedJob) -> None:
@@ -143,8 +147,9 @@ class Worker:
                 queue.abstain(self.sessions, job, exc.reason, exc.detail, also)
                 log.warning("job_abstained", reason=exc.reason, detail=exc.detail, **ctx)
                 return
+            also = self._queue_outputs(outputs, paths, job, result)
             result["seconds"] = round(time.perf_counter() - started, 3)
-            queue.complete(self.sessions, job, result, self._queue_outputs(outputs, paths, job))
+            queue.complete(self.sessions, job, result, also)
             log.info("job_done", seconds=result["seconds"], outputs=len(outputs), **ctx,
                      **{k: v for k, v in result.items() if k in ("shape", "phases", "lesion_source")},
                      lesions=len(result.get("lesions", [])))

@@ -61,6 +61,17 @@ def test_storescu_folder_gives_one_job_that_reaches_done(served, phantom_dir: Pa
     assert proc.wait(30) == 0
 
 
+def test_a_busy_port_is_a_clear_error(served, tmp_path: Path) -> None:  # noqa: ANN001
+    _, port, _ = served
+    other = tmp_path / "other"
+    other.mkdir()
+    config = write_config(other, node={"port": port})
+    run = subprocess.run([*SPINENODE, "serve", "--config", str(config)], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert run.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in run.stderr and "node.port" in run.stderr
+
+
 def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "config.toml"
     bad.write_text("[node]\nport = 99999\n")
@@ -68,3 +79,18 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
                          timeout=60, check=False)
     assert run.returncode == 2
     assert "node.port = 99999" in run.stderr and "0..65535" in run.stderr
+
+
+def test_demo_runs_the_whole_path_and_writes_a_key_image_and_report(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    out = tmp_path / "demo"
+    run = subprocess.run([*SPINENODE, "demo", "--config", str(config), "--out", str(out), "--seed", "3"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "starting one for the demo" in run.stdout and "job 1 done" in run.stdout
+    report = (out / "report.md").read_text()
+    assert "NOT FOR DIAGNOSIS" in report and "lesion 1:" in report and "mL" in report
+    from PIL import Image
+
+    with Image.open(out / "key_image.png") as img:
+        assert img.mode == "RGB" and min(img.size) >= 512

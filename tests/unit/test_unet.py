@@ -93,3 +93,19 @@ def test_training_runs_two_steps_and_resumes(tmp_path: Path) -> None:
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     with pytest.raises(SystemExit, match="same --epochs"):
         train(TrainConfig(**{**cfg.__dict__, "epochs": 3}), tmp_path / "work", None, resume=True)
+
+
+def test_site_folder_of_dicom_and_seg_gives_the_same_masks(tmp_path: Path) -> None:
+    """How a site retrains: any tree of DICOM series + SEG files; masks match the ground truth."""
+    from models.seg_data import labelled_folder
+    from pipeline.phantom import generate_study, write_study
+
+    studies = {s: generate_study(s, matrix=(256, 192), phases=p) for s, p in ((31, 1), (32, 3))}
+    for study in studies.values():
+        write_study(study, tmp_path)
+    found = {name: (pixels, mask) for name, pixels, mask in labelled_folder(tmp_path)}
+    assert sorted(found) == ["study_31", "study_32"]
+    for seed, study in studies.items():
+        pixels, mask = found[f"study_{seed}"]
+        assert pixels.shape == study.pixels.shape
+        assert np.array_equal(mask, study.mask)
