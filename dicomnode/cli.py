@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--fp32", action="store_true", help="train in fp32 instead of bf16 autocast")
     p.add_argument("--stop-after", type=int, default=None, help="end this run after N epochs (resume later)")
+    p = sub.add_parser("train-radiomics", help="radiomics signature (mRMR + LASSO) with 10-fold CV, on phantoms")
+    p.add_argument("--studies", type=int, default=160)
+    p.add_argument("--seed", type=int, default=30000)
+    p.add_argument("--phases", type=int, default=1, help="1: single-phase (peak map); 3-8: dynamic (3 maps)")
+    p.add_argument("--out", type=Path, required=True, help="signature JSON")
+    p.add_argument("--cache", type=Path, default=None, help="feature table cache (.npz)")
+    p.add_argument("--figure", type=Path, default=None, help="PNG of the selected features' coefficients")
     p = sub.add_parser("evaluate-seg", help="U-Net vs region growing on held-out phantoms (PA, IoU, Dice)")
     p.add_argument("--studies", type=int, default=40)
     p.add_argument("--seed", type=int, default=900000, help="first held-out seed (training never uses 900000+)")
@@ -90,6 +97,13 @@ def _cmd_evaluate_seg(args: argparse.Namespace) -> int:
 
     evaluate(args.studies, args.out, seed=args.seed, phases=args.phases, precision=args.precision)
     print(f"wrote {args.out}/segmentation_table.md, segmentation_per_study.csv, segmentation.png")
+    return 0
+
+
+def _cmd_train_radiomics(args: argparse.Namespace) -> int:
+    from models.train_radiomics import train
+
+    train(args.studies, args.seed, args.phases, args.out, args.cache, args.figure)
     return 0
 
 
@@ -204,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = load_config(args.config)
             return node.serve(cfg) if args.command == "serve" else node.run_worker(cfg)
         commands = {"status": _cmd_status, "synth": _cmd_synth, "send": _cmd_send, "resend": _cmd_resend,
-                    "demo": _cmd_demo, "train-unet": _cmd_train_unet, "evaluate-seg": _cmd_evaluate_seg}
+                    "demo": _cmd_demo, "train-unet": _cmd_train_unet, "evaluate-seg": _cmd_evaluate_seg,
+                    "train-radiomics": _cmd_train_radiomics}
         return commands[args.command](args)
     except NodeError as exc:
         print(f"spinenode {args.command}: {exc}", file=sys.stderr)

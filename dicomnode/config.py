@@ -125,6 +125,7 @@ class WorkerConfig:
     torch_threads: int = 0  # 0: as many as the machine has cores
     use_unet: bool = True  # False: region growing only (no weights needed)
     unet_precision: str = "bf16"  # "bf16" (fast path, channels-last + bf16 autocast) or "fp32"
+    use_radiomics: bool = True  # Rad-score of the largest lesion with the shipped signature
 
     def __post_init__(self) -> None:
         for key in ("lease_s", "heartbeat_s", "poll_interval_s", "retry_base_s", "retry_max_s"):

@@ -47,7 +47,8 @@ def analysis_stage(cfg: Config) -> Stage:
     def stage(paths: list[Path]) -> StageResult:
         from pipeline.outputs.build import build_results, source_headers
 
-        analysis = pipeline.analyse(paths, use_unet=cfg.worker.use_unet, precision=cfg.worker.unet_precision)
+        analysis = pipeline.analyse(paths, use_unet=cfg.worker.use_unet, precision=cfg.worker.unet_precision,
+                                    use_radiomics=cfg.worker.use_radiomics)
         t = time.perf_counter()
         outputs = build_results(analysis, source_headers(paths, analysis))
         summary = {"stage": "analyse"} | analysis.summary()

@@ -34,6 +34,8 @@ class Analysis:
     lesions: list[Lesion]
     lesion_source: str  # "unet" or "region_growing"
     agreement_dice: float | None
+    radiomics: dict[str, Any] | None = None  # mode, rad_score, probability, features used
+    maps_note: str = ""
     timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -49,6 +51,8 @@ class Analysis:
                          "max_diameter_mm": round(les.max_diameter_mm, 1),
                          "mean_enhancement": round(les.mean_enhancement, 3),
                          "peak_enhancement": round(les.peak_enhancement, 3)} for les in self.lesions],
+            "radiomics": self.radiomics,
+            "parameter_maps": self.maps_note,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
@@ -60,7 +64,33 @@ def _check_range(image: np.ndarray) -> None:
         raise InputRejected("input_out_of_range", "the image is empty (no signal)")
 
 
-def analyse(paths: Sequence[Path], *, use_unet: bool = True, precision: str = "bf16") -> Analysis:
+SIGNATURES = Path(__file__).resolve().parent.parent / "models" / "weights"
+
+
+def radiomics_score(volume: Volume, lesion_mask: np.ndarray, marrow_level: float) -> tuple[dict[str, Any] | None, str]:
+    """Rad-score of the lesion with the shipped signature for the series' kind (single-phase or
+    dynamic); None when that signature is not shipped."""
+    from models.radiomics_signature import Signature
+    from pipeline.parameter_maps import compute
+    from pipeline.radiomics import extract
+
+    maps = compute(volume, marrow_level)
+    mode = "dynamic" if maps.dynamic else "single"
+    path = SIGNATURES / f"radiomics_{mode}.json"
+    if not path.exists():
+        return None, maps.note
+    signature = Signature.load(path)
+    features = extract(maps.available(), lesion_mask, volume.spacing)
+    return {
+        "mode": mode,
+        "rad_score": round(signature.rad_score(features), 4),
+        "probability_metastasis": round(signature.probability(features), 4),
+        "features": {f: round(features[f], 6) for f in signature.features},
+    }, maps.note
+
+
+def analyse(paths: Sequence[Path], *, use_unet: bool = True, precision: str = "bf16",
+            use_radiomics: bool = True) -> Analysis:
     timings: dict[str, float] = {}
     t = time.perf_counter()
     volume = load_series(paths)
@@ -85,8 +115,14 @@ def analyse(paths: Sequence[Path], *, use_unet: bool = True, precision: str = "b
     timings["lesions"] = time.perf_counter() - t
     if not lesions:
         raise InputRejected("no_lesion", "no lesion of at least 20 mm3 was found in the vertebral body")
+    radiomics, note = None, ""
+    if use_radiomics:
+        t = time.perf_counter()
+        radiomics, note = radiomics_score(volume, lesions[0].mask, rg.marrow_level)
+        timings["radiomics"] = time.perf_counter() - t
     return Analysis(
         volume=volume, image=image, region_growing=rg, unet_mask=unet_mask, unet_sha256=sha,
         lesions=lesions, lesion_source="unet" if unet_mask is not None else "region_growing",
         agreement_dice=None if unet_mask is None else dice(unet_mask, rg.mask), timings=timings,
+        radiomics=radiomics, maps_note=note,
     )

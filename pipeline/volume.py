@@ -35,6 +35,7 @@ class Volume:
     sop_instance_uids: tuple[tuple[str, ...], ...]
     study_uid: str
     series_uid: str
+    phase_times_s: tuple[float, ...] = ()  # acquisition time of each phase, seconds from the first
 
     @property
     def phases(self) -> int:
@@ -68,6 +69,31 @@ def _pixels(ds: Dataset) -> np.ndarray:
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
     return arr.astype(np.float32) * slope + intercept
+
+
+def _seconds(tm: object) -> float | None:
+    """A DICOM TM value (HHMMSS.FFFFFF, parts optional) as seconds since midnight."""
+    text = str(tm or "").strip()
+    if len(text) < 2 or not text[:2].isdigit():
+        return None
+    try:
+        h = int(text[0:2])
+        m = int(text[2:4]) if len(text) >= 4 else 0
+        s = float(text[4:]) if len(text) > 4 else 0.0
+    except ValueError:
+        return None
+    return h * 3600 + m * 60 + s
+
+
+def _phase_times(ordered: list[list[tuple[float, Dataset]]]) -> tuple[float, ...]:
+    times = []
+    for phase in ordered:
+        ds = phase[0][1]
+        t = _seconds(ds.get("AcquisitionTime")) or _seconds(ds.get("ContentTime"))
+        if t is None:
+            return ()
+        times.append(t)
+    return tuple(t - times[0] for t in times)
 
 
 def load_series(paths: Sequence[Path]) -> Volume:
@@ -109,4 +135,5 @@ def load_series(paths: Sequence[Path]) -> Volume:
         sop_instance_uids=tuple(tuple(str(ds.SOPInstanceUID) for _, ds in phase) for phase in ordered),
         study_uid=str(first.StudyInstanceUID),
         series_uid=str(first.SeriesInstanceUID),
+        phase_times_s=_phase_times(ordered),
     )

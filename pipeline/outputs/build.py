@@ -42,7 +42,8 @@ def build_results(analysis: Analysis, source: Sequence[Dataset]) -> list[Dataset
     identity = ResultIdentity(source_series_uid=analysis.volume.series_uid, unet_sha256=analysis.unet_sha256)
     seg = build_seg(source, unet_mask=analysis.unet_mask, rg_mask=analysis.region_growing.mask, identity=identity)
     sr = build_measurement_sr(source, seg, analysis.lesions, lesion_segment=1,
-                              agreement_dice=analysis.agreement_dice, identity=identity)
+                              agreement_dice=analysis.agreement_dice, identity=identity,
+                              radiomics=analysis.radiomics)
     k = analysis.lesions[0].largest_slice
     key = build_key_image(source[k], analysis.image[k],
                           None if analysis.unet_mask is None else analysis.unet_mask[k],

@@ -21,6 +21,8 @@ SCHEME = "99SPINENODE"  # private coding scheme (99 prefix) for concepts without
 MEAN_ENHANCEMENT = Code("ENH_MEAN", SCHEME, "Mean enhancement ratio to normal marrow")
 PEAK_ENHANCEMENT = Code("ENH_PEAK", SCHEME, "Peak enhancement ratio to normal marrow")
 DICE_AGREEMENT = Code("DICE_UNET_RG", SCHEME, "Dice agreement of U-Net and region growing")
+RAD_SCORE = Code("RAD_SCORE", SCHEME, "Radiomics score (Rad-score)")
+RADIOMICS_PROBABILITY = Code("RAD_PROB_MET", SCHEME, "Radiomics model probability of spinal metastasis")
 INTENDED_USE = Code("INTENDED_USE", SCHEME, "Intended use")
 RESEARCH_ONLY = Code("RESEARCH_ONLY", SCHEME, "Research use only, not for diagnostic use")
 PROCEDURE = codes.LN.MRISpineReport
@@ -62,7 +64,7 @@ def _lesion_group(lesion: Lesion, seg: Dataset, segment_number: int, identity: R
 
 def build_measurement_sr(source: Sequence[Dataset], seg: Dataset, lesions: Sequence[Lesion], *,
                          lesion_segment: int, agreement_dice: float | None,
-                         identity: ResultIdentity) -> hd.sr.Comprehensive3DSR:
+                         identity: ResultIdentity, radiomics: dict | None = None) -> hd.sr.Comprehensive3DSR:
     algorithm = hd.sr.AlgorithmIdentification(name="spinenode", version=identity.model_version[:64])
     groups: list = [_lesion_group(les, seg, lesion_segment, identity, algorithm) for les in lesions]
     study_level = [hd.sr.QualitativeEvaluation(INTENDED_USE, RESEARCH_ONLY)]
@@ -70,6 +72,11 @@ def build_measurement_sr(source: Sequence[Dataset], seg: Dataset, lesions: Seque
     if agreement_dice is not None:
         quality.append(hd.sr.Measurement(name=DICE_AGREEMENT, value=round(agreement_dice, 4),
                                          unit=codes.UCUM.NoUnits))
+    if radiomics is not None:
+        quality.append(hd.sr.Measurement(name=RAD_SCORE, value=float(radiomics["rad_score"]),
+                                         unit=codes.UCUM.NoUnits))
+        quality.append(hd.sr.Measurement(name=RADIOMICS_PROBABILITY,
+                                         value=float(radiomics["probability_metastasis"]), unit=codes.UCUM.NoUnits))
     groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=identity.uid("study-level", "group"),
                                                      identifier="Study level"),

@@ -1,0 +1,117 @@
+"""The radiomics signature (paper sections 2.4 and 3.1): mRMR to 10 features, LASSO logistic
+regression with 10-fold CV choosing the penalty, Rad-score = the weighted sum of the selected
+(standardised) features plus the intercept; probability of metastasis = sigmoid(Rad-score).
+
+mRMR is written here on scikit-learn's mutual information (the mRMR packages are GPL or
+non-commercial): relevance = MI(feature; class), redundancy = mean MI(feature; each selected
+feature), greedy on relevance - redundancy (the MID criterion).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+from sklearn.feature_selection import mutual_info_classif, mutual_info_regression
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+
+N_SELECTED = 10
+
+
+def usable_columns(x: np.ndarray) -> np.ndarray:
+    """Finite, non-constant features."""
+    finite = np.all(np.isfinite(x), axis=0)
+    return finite & (np.nanstd(np.where(np.isfinite(x), x, 0), axis=0) > 1e-12)
+
+
+def mrmr(x: np.ndarray, y: np.ndarray, k: int = N_SELECTED, seed: int = 0) -> list[int]:
+    """Indices of ``k`` columns of standardised ``x`` by minimum redundancy, maximum relevance."""
+    relevance = mutual_info_classif(x, y, random_state=seed)
+    candidates = list(np.argsort(-relevance)[: max(50, 5 * k)])  # MI is costly: the most relevant
+    selected = [candidates.pop(0)]
+    redundancy = np.zeros(len(x[0]))
+    while len(selected) < k and candidates:
+        last = selected[-1]
+        redundancy[candidates] += mutual_info_regression(x[:, candidates], x[:, last], random_state=seed)
+        scores = [relevance[c] - redundancy[c] / len(selected) for c in candidates]
+        selected.append(candidates.pop(int(np.argmax(scores))))
+    return [int(i) for i in selected]
+
+
+@dataclass
+class Signature:
+    mode: str  # "single" (peak map) or "dynamic" (peak, inflow, outflow)
+    features: list[str]
+    means: list[float]
+    stds: list[float]
+    coefficients: list[float]
+    intercept: float
+    c: float
+    positive_class: str = "metastasis"
+    versions: dict[str, str] = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+
+    def rad_score(self, values: dict[str, float]) -> float:
+        z = [(values[f] - m) / s for f, m, s in zip(self.features, self.means, self.stds, strict=True)]
+        return float(self.intercept + np.dot(self.coefficients, z))
+
+    def probability(self, values: dict[str, float]) -> float:
+        return 1.0 / (1.0 + math.exp(-self.rad_score(values)))
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Signature:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def fit(x: np.ndarray, y: np.ndarray, names: list[str], mode: str, seed: int = 0) -> Signature:
+    keep = usable_columns(x)
+    x, names = x[:, keep], [n for n, k in zip(names, keep, strict=True) if k]
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    z = (x - mean) / std
+    chosen = mrmr(z, y, seed=seed)
+    lasso = LogisticRegressionCV(Cs=20, cv=StratifiedKFold(10, shuffle=True, random_state=seed),
+                                 l1_ratios=(1.0,), solver="saga", scoring="roc_auc", max_iter=5000,
+                                 random_state=seed, use_legacy_attributes=False)
+    lasso.fit(z[:, chosen], y)
+    coef = np.ravel(lasso.coef_)
+    nonzero = [i for i, c in enumerate(coef) if abs(c) > 1e-9] or list(range(len(chosen)))
+    return Signature(
+        mode=mode,
+        features=[names[chosen[i]] for i in nonzero],
+        means=[float(mean[chosen[i]]) for i in nonzero],
+        stds=[float(std[chosen[i]]) for i in nonzero],
+        coefficients=[float(coef[i]) for i in nonzero],
+        intercept=float(np.ravel(lasso.intercept_)[0]),
+        c=float(np.ravel(lasso.C_)[0]),
+        versions={p: version(p) for p in ("pyradiomics-bhklab", "scikit-learn", "numpy")},
+    )
+
+
+def cross_validate(x: np.ndarray, y: np.ndarray, names: list[str], mode: str, folds: int = 10,
+                   seed: int = 0) -> dict:
+    """10-fold CV of the whole recipe (mRMR and LASSO refitted inside each fold: no leakage)."""
+    metrics: dict[str, list[float]] = {k: [] for k in ("acc", "pre", "rec", "f1", "auc")}
+    scores = np.zeros(len(y))
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+        sig = fit(x[train], y[train], names, mode, seed)
+        idx = {n: i for i, n in enumerate(names)}
+        prob = np.array([sig.probability({f: row[idx[f]] for f in sig.features}) for row in x[test]])
+        scores[test] = prob
+        pred = (prob >= 0.5).astype(int)
+        metrics["acc"].append(accuracy_score(y[test], pred))
+        metrics["pre"].append(precision_score(y[test], pred, zero_division=0))
+        metrics["rec"].append(recall_score(y[test], pred, zero_division=0))
+        metrics["f1"].append(f1_score(y[test], pred, zero_division=0))
+        metrics["auc"].append(roc_auc_score(y[test], prob))
+    summary = {k: {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}
+               for k, v in metrics.items()}
+    return {"folds": folds, "metrics": summary, "scores": scores.tolist(), "labels": y.tolist()}

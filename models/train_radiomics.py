@@ -1,0 +1,103 @@
+"""`spinenode train-radiomics`: features over phantom lesions, the signature, its 10-fold CV.
+
+Per study: CE parameter maps (``pipeline.parameter_maps``, marrow reference from region growing
+as in the node), radiomics over the largest lesion of the ground-truth mask on each map, the
+class label. Features are cached (``--cache``) so that fitting and CV can be repeated cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from tqdm import tqdm
+
+from models.radiomics_signature import cross_validate, fit
+from pipeline.lesions import _CONNECTIVITY
+from pipeline.parameter_maps import compute
+from pipeline.phantom import generate_study
+from pipeline.radiomics import extract
+from pipeline.region_growing import segment
+from pipeline.volume import Volume
+
+
+def phantom_volume(study) -> Volume:  # noqa: ANN001
+    p = study.params
+    nz = study.pixels.shape[1]
+    positions = np.array([[0.0, 0.0, 3.0 * k] for k in range(nz)])
+    interval = float(p.extra.get("phase_interval_s", 12.0))
+    return Volume(pixels=study.pixels.astype(np.float32), positions=positions, orientation=(1, 0, 0, 0, 1, 0),
+                  spacing=(3.0, p.pixel_spacing_mm, p.pixel_spacing_mm),
+                  sop_instance_uids=tuple(tuple(str(k) for k in range(nz)) for _ in range(p.phases)),
+                  study_uid="phantom", series_uid=str(p.seed),
+                  phase_times_s=tuple(interval * k for k in range(p.phases)))
+
+
+def largest_lesion(mask: np.ndarray) -> np.ndarray:
+    labels, n = ndimage.label(mask, structure=_CONNECTIVITY)
+    if n <= 1:
+        return mask
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
+    return labels == 1 + int(np.argmax(sizes))
+
+
+def study_features(seed: int, phases: int) -> tuple[dict[str, float], int]:
+    study = generate_study(seed, phases=phases)
+    volume = phantom_volume(study)
+    image = volume.pixels[0] if phases == 1 else volume.pixels[1:].max(axis=0)
+    marrow = segment(image, volume.spacing[1:]).marrow_level
+    maps = compute(volume, marrow)
+    return extract(maps.available(), largest_lesion(study.mask), volume.spacing), study.label
+
+
+def build_table(seeds: range, phases: int, cache: Path | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    if cache is not None and cache.exists():
+        data = np.load(cache, allow_pickle=False)
+        return data["x"], data["y"], [str(n) for n in data["names"]]
+    rows, labels = [], []
+    for seed in tqdm(seeds, desc="radiomics", unit="study"):
+        feats, label = study_features(seed, phases)
+        rows.append(feats)
+        labels.append(label)
+    names = sorted(rows[0])
+    x = np.array([[r.get(n, np.nan) for n in names] for r in rows], dtype=np.float64)
+    y = np.array(labels, dtype=int)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, x=x, y=y, names=np.array(names))
+    return x, y, names
+
+
+def train(studies: int, seed: int, phases: int, out: Path, cache: Path | None, figure: Path | None) -> dict:
+    mode = "single" if phases == 1 else "dynamic"
+    x, y, names = build_table(range(seed, seed + studies), phases, cache)
+    cv = cross_validate(x, y, names, mode)
+    signature = fit(x, y, names, mode)
+    signature.training = {"data": f"phantom seeds {seed}-{seed + studies - 1}, phases {phases}",
+                          "studies": int(len(y)), "metastases": int(y.sum()), "features_extracted": len(names),
+                          "cv10": cv["metrics"]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    signature.save(out)
+    if figure is not None:
+        _figure(signature, figure)
+    print(json.dumps({"mode": mode, "features": signature.features, "cv10": cv["metrics"]}, indent=2))
+    return {"signature": signature, "cv": cv}
+
+
+def _figure(signature, path: Path) -> None:  # noqa: ANN001
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(signature.coefficients)
+    fig, ax = plt.subplots(figsize=(13, 0.45 * len(order) + 1.8))
+    ax.barh([signature.features[i] for i in order], [signature.coefficients[i] for i in order],
+            color=["tab:blue" if signature.coefficients[i] < 0 else "tab:red" for i in order])
+    ax.set_xlabel("LASSO coefficient (standardised feature; positive favours metastasis)")
+    ax.set_title(f"Radiomics signature ({signature.mode}-phase phantoms, not for diagnosis)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

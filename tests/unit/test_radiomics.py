@@ -1,0 +1,70 @@
+"""Radiomics features, mRMR, the LASSO signature and its Rad-score."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.radiomics_signature import Signature, cross_validate, fit, mrmr
+from models.train_radiomics import largest_lesion, study_features
+from pipeline.phantom import generate_study
+from pipeline.radiomics import extract
+
+
+def test_the_papers_1316_features_per_map() -> None:
+    study = generate_study(8, matrix=(256, 256), label=1)
+    px = study.params.pixel_spacing_mm
+    feats = extract({"peak": study.pixels[0].astype(np.float32) / 200}, largest_lesion(study.mask), (3.0, px, px))
+    assert len(feats) == 1316
+    assert all(k.startswith("peak_") for k in feats)
+    kinds = {k.split("_")[1].split("-")[0] for k in feats}
+    assert {"original", "wavelet", "log"} <= kinds
+
+
+def test_dynamic_studies_have_features_for_three_maps() -> None:
+    feats, label = study_features(44, phases=4)
+    assert label in (0, 1)
+    assert {k.split("_")[0] for k in feats} == {"peak", "inflow", "outflow"} and len(feats) == 3 * 1316
+
+
+def _synthetic(n: int = 90, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.normal(size=(n, 40))
+    x[:, 3] += 1.5 * y  # informative
+    x[:, 4] = x[:, 3] + 0.01 * rng.normal(size=n)  # redundant copy of 3
+    x[:, 9] -= 1.2 * y  # informative, other sign
+    x[:, 20] = 7.0  # constant: dropped
+    return x, y, [f"f{i}" for i in range(40)]
+
+
+def test_mrmr_prefers_relevant_and_avoids_redundant_features() -> None:
+    x, y, _ = _synthetic()
+    z = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1)
+    chosen = mrmr(z[:, [i for i in range(40) if i != 20]], y, k=3)
+    assert 3 in chosen[:2] or 4 in chosen[:2]
+    assert not ({3, 4} <= set(chosen[:2]))  # the copy is redundant with the first pick
+
+
+def test_signature_rad_score_is_the_weighted_sum(tmp_path: Path) -> None:
+    x, y, names = _synthetic()
+    sig = fit(x, y, names, "single")
+    assert {"f3", "f9"} & set(sig.features) and "f20" not in sig.features
+    values = {n: float(v) for n, v in zip(names, x[0], strict=True)}
+    z = [(values[f] - m) / s for f, m, s in zip(sig.features, sig.means, sig.stds, strict=True)]
+    assert sig.rad_score(values) == pytest.approx(sig.intercept + float(np.dot(sig.coefficients, z)))
+    assert sig.probability(values) == pytest.approx(1 / (1 + math.exp(-sig.rad_score(values))))
+    sig.save(tmp_path / "sig.json")
+    again = Signature.load(tmp_path / "sig.json")
+    assert again.rad_score(values) == pytest.approx(sig.rad_score(values))
+    assert {"scikit-learn", "pyradiomics-bhklab", "numpy"} <= set(again.versions)
+
+
+def test_cross_validation_refits_inside_folds() -> None:
+    x, y, names = _synthetic()
+    cv = cross_validate(x, y, names, "single", folds=5)
+    assert set(cv["metrics"]) == {"acc", "pre", "rec", "f1", "auc"}
+    assert cv["metrics"]["auc"]["mean"] > 0.75 and len(cv["scores"]) == len(y)
