@@ -11,6 +11,7 @@ configured).
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -35,8 +36,13 @@ SHUTDOWN_GRACE_S = 30.0
 
 
 def setup(cfg: Config) -> tuple[Engine, sessionmaker]:
-    """Logging, data folder and database, as every subcommand that runs the node needs."""
+    """Logging, data folder and database, as every subcommand that runs the node needs.
+
+    Received instances, outputs, logs and the database hold patient data: the process umask is
+    set so that everything the node creates is readable by the service user only."""
+    os.umask(0o077)
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    cfg.data_dir.chmod(0o700)
     logs.configure(cfg.logging.level, cfg.data_dir / cfg.logging.json_file, cfg.logging.console)
     engine = make_engine(cfg.database.url)
     init_db(engine)

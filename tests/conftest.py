@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -107,3 +108,22 @@ def require_tool(name: str) -> str:
 
 def config_of(node: Node) -> Config:
     return node.cfg
+
+
+PHI_PATTERNS = (re.compile(r"PHANTOM\^"), re.compile(r"\bPH\d{8}\b"))  # phantom patient names and IDs
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_patient_identifiers_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the whole suite: no log written by a node (JSON lines, serve and Orthanc logs) may
+    contain a patient name or ID."""
+    yield
+    base = tmp_path_factory.getbasetemp()
+    offending = []
+    scanned = 0
+    for path in [*base.rglob("*.jsonl"), *base.rglob("*.log")]:
+        scanned += 1
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+            if any(p.search(line) for p in PHI_PATTERNS):
+                offending.append(f"{path.relative_to(base)}:{number}: {line[:160]}")
+    assert not offending, "patient identifiers in logs:\n" + "\n".join(offending[:20])

@@ -209,3 +209,20 @@ def test_a_job_is_claimed_by_one_worker_only(node_factory, series_files) -> None
     wait_for(lambda: jobs(node))
     claims = [queue.claim(node.sessions, f"w{i}", 30) for i in range(4)]
     assert sum(c is not None for c in claims) == 1
+
+
+def test_low_disk_space_refuses_with_out_of_resources(node_factory, series_files) -> None:  # noqa: ANN001
+    node = node_factory(node={"min_free_disk_mb": 10**9})  # a petabyte: never available
+    assert send(node, series_files(101)[:2]) == [0xA700, 0xA700]
+    assert not (node.cfg.data_dir / "instances").exists()
+    with node.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Instance)) == 0
+
+
+def test_received_data_is_readable_by_the_service_user_only(node_factory, series_files) -> None:  # noqa: ANN001
+    node = node_factory()
+    send(node, series_files(101)[:1])
+    stored = next((node.cfg.data_dir / "instances").rglob("*.dcm"))
+    assert stored.stat().st_mode & 0o077 == 0
+    assert (node.cfg.data_dir / "spinenode.db").stat().st_mode & 0o077 == 0
+    assert node.cfg.data_dir.stat().st_mode & 0o077 == 0
