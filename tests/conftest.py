@@ -120,9 +120,7 @@ def no_patient_identifiers_in_any_log(tmp_path_factory: pytest.TempPathFactory) 
     yield
     base = tmp_path_factory.getbasetemp()
     offending = []
-    scanned = 0
     for path in [*base.rglob("*.jsonl"), *base.rglob("*.log")]:
-        scanned += 1
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
             if any(p.search(line) for p in PHI_PATTERNS):
                 offending.append(f"{path.relative_to(base)}:{number}: {line[:160]}")
