@@ -12,6 +12,7 @@ the same run: the time storescu takes to send the series into Orthanc.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import tempfile
@@ -38,7 +39,7 @@ def main() -> None:
             totals, sends = [], []
             for i in range(args.studies):
                 folder = write_study(generate_study(700 + i, matrix=matrix), Path(tmp) / "data")
-                study_uid = __import__("json").loads((folder / "truth.json").read_text())["study_instance_uid"]
+                study_uid = json.loads((folder / "truth.json").read_text())["study_instance_uid"]
                 t0 = time.monotonic()
                 subprocess.run(["storescu", "-aec", "ORTHANC", "+sd", "127.0.0.1", str(orthanc.dicom_port),
                                 str(folder / "series")], check=True, capture_output=True)

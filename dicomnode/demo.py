@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from PIL import Image
 from pynetdicom import AE
 from sqlalchemy import select
@@ -67,7 +68,7 @@ def run_demo(cfg: Config, out: Path, seed: int, timeout_s: float = 300) -> int:
         study = generate_study(seed, matrix=(512, 512))
         folder = write_study(study, out)
         files = sorted((folder / "series").glob("*.dcm"))
-        series_uid = str(__import__("pydicom").dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+        series_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
         print(f"phantom study written to {folder} (ground truth: {study.params.label_name}, "
               f"{len(study.params.lesions)} lesion(s))")
         results = send_files(files, cfg.node.ae_title, "127.0.0.1", port, calling_ae="SPINENODE_DEMO")
@@ -129,8 +130,6 @@ def _report(cfg: Config, sessions, job: Job | None, out: Path) -> int:  # noqa: 
                          f"peak enhancement x{les['peak_enhancement']:.2f} marrow")
     for output in (job.result or {}).get("outputs", []):
         if output["sop_class_uid"] == SC_CLASS:
-            import pydicom
-
             pixels = pydicom.dcmread(cfg.data_dir / output["path"]).pixel_array
             Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(out / "key_image.png")
             lines.append("")

@@ -89,7 +89,6 @@ def segment(image: np.ndarray, pixel_mm: tuple[float, float]) -> RegionGrowingRe
     px = float(np.mean(pixel_mm))
     smooth = ndimage.gaussian_filter(image.astype(np.float32), (0, max(0.5, 0.6 / px), max(0.5, 0.6 / px)))
     body = locate_body(smooth, pixel_mm)
-    expanded2d = body.ellipse(image.shape[1:], grow_px=0.0)
     b, a = body.semi_axes
     scale = np.sqrt(5.0)  # area x5
     expanded2d = BodyRegion(body.centre, (b * scale, a * scale), body.mask, body.score).ellipse(image.shape[1:])

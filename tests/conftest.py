@@ -99,6 +99,27 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: f
     raise AssertionError(f"condition not met within {timeout} s")
 
 
+def write_sagittal_t2(files: list[Path], out: Path, suffix: str) -> list[Path]:
+    """The phantom series rewritten as a sagittal 2D T2 TSE without contrast (a series the node
+    must not analyse), under new UIDs ending in ``suffix``."""
+    import pydicom
+
+    written = []
+    for k, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID += suffix
+        ds.SOPInstanceUID += suffix
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.SeriesDescription, ds.MRAcquisitionType, ds.ScanningSequence = "t2_tse_sag", "2D", "SE"
+        ds.SequenceName = "*tse2d1_15"
+        del ds.ContrastBolusAgent
+        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+        ds.ImagePositionPatient = [k * 4.0, -120, 120]
+        written.append(out / f"sag{k:02d}.dcm")
+        ds.save_as(written[-1])
+    return written
+
+
 def require_tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:

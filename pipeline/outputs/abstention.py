@@ -9,9 +9,8 @@ import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
-from pipeline.outputs.identity import MANUFACTURER, ResultIdentity
-from pipeline.outputs.sr import INTENDED_USE, PROCEDURE, RESEARCH_ONLY, SCHEME, observation_context
-from pipeline.reproducible import pin_generated_values
+from pipeline.outputs.identity import ResultIdentity
+from pipeline.outputs.sr import INTENDED_USE, RESEARCH_ONLY, SCHEME, report_sr
 
 ABSTENTION_SERIES_NUMBER = 9704
 NOT_ANALYSED = Code("NOT_ANALYSED", SCHEME, "Series not analysed")
@@ -45,16 +44,5 @@ def build_abstention_sr(source: Sequence[Dataset], reasons: Sequence[str], *,
         tracking_identifier=hd.sr.TrackingIdentifier(uid=identity.uid("abstention", "group"),
                                                      identifier="Not analysed"),
         qualitative_evaluations=evaluations)
-    report = hd.sr.MeasurementReport(observation_context=observation_context(identity),
-                                     procedure_reported=PROCEDURE, imaging_measurements=[group])
-    sr = hd.sr.Comprehensive3DSR(
-        evidence=list(source), content=report[0],
-        series_instance_uid=identity.uid("abstention", "series"), series_number=ABSTENTION_SERIES_NUMBER,
-        sop_instance_uid=identity.uid("abstention", "instance"), instance_number=1,
-        manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
-        series_description="AI not analysed (NOT FOR DIAGNOSIS)",
-    )
-    pin_generated_values(sr, uid_parts=("abstention", identity.source_series_uid, identity.model_version),
-                         date=source[0].get("StudyDate", "") or "19700101",
-                         time=source[0].get("StudyTime", "") or "000000")
-    return sr
+    return report_sr([group], source, identity, kind="abstention", series_number=ABSTENTION_SERIES_NUMBER,
+                     description="AI not analysed (NOT FOR DIAGNOSIS)", complete=True)

@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
+from pydicom.dataset import Dataset
+
+from pipeline.reproducible import pin_generated_values
 from pipeline.uids import derived_uid
 
 MANUFACTURER = "spinenode project"
@@ -44,3 +47,10 @@ class ResultIdentity:
     def uid(self, kind: str, part: str) -> str:
         """``kind`` names the output (seg, sr, key, abstention), ``part`` series or instance."""
         return derived_uid("spinenode-result", kind, part, self.source_series_uid, self.model_version)
+
+    def pin(self, ds: Dataset, kind: str, reference: Dataset) -> None:
+        """Replace highdicom's clock and random values by ones derived from the input: the
+        study's date and time, and a UID from the same parts as the output's own UIDs."""
+        pin_generated_values(ds, uid_parts=(kind, self.source_series_uid, self.model_version),
+                             date=reference.get("StudyDate", "") or "19700101",
+                             time=reference.get("StudyTime", "") or "000000")

@@ -10,7 +10,6 @@ from pydicom.dataset import Dataset
 from scipy import ndimage
 
 from pipeline.outputs.identity import MANUFACTURER, ResultIdentity
-from pipeline.reproducible import pin_generated_values
 
 KEY_SERIES_NUMBER = 9703
 MIN_SIDE = 512
@@ -65,7 +64,5 @@ def build_key_image(reference: Dataset, image: np.ndarray, unet: np.ndarray | No
     sc.BodyPartExamined = reference.get("BodyPartExamined") or "SPINE"  # not paired: no Laterality
     sc.ImageComments = "NOT FOR DIAGNOSIS. " + summary
     sc.SoftwareVersions = list(identity.software_versions)  # type: ignore[assignment]
-    pin_generated_values(sc, uid_parts=("key", identity.source_series_uid, identity.model_version),
-                         date=reference.get("StudyDate", "") or "19700101",
-                         time=reference.get("StudyTime", "") or "000000")
+    identity.pin(sc, "key", reference)
     return sc

@@ -11,7 +11,6 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from pipeline.outputs.identity import MANUFACTURER, MODEL_NAME, ResultIdentity, package_version
-from pipeline.reproducible import pin_generated_values
 
 SEG_SERIES_NUMBER = 9701
 
@@ -63,7 +62,5 @@ def build_seg(source: Sequence[Dataset], *, unet_mask: np.ndarray | None, rg_mas
         content_description="Spinal lesion segmentation, U-Net and region growing",
         content_label="SPINE_LESION",
     )
-    pin_generated_values(seg, uid_parts=("seg", identity.source_series_uid, identity.model_version),
-                         date=source[0].get("StudyDate", "") or "19700101",
-                         time=source[0].get("StudyTime", "") or "000000")
+    identity.pin(seg, "seg", source[0])
     return seg

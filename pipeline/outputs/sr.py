@@ -14,7 +14,6 @@ from pydicom.sr.coding import Code
 
 from pipeline.lesions import Lesion
 from pipeline.outputs.identity import MANUFACTURER, MODEL_NAME, ResultIdentity
-from pipeline.reproducible import pin_generated_values
 
 SR_SERIES_NUMBER = 9702
 SCHEME = "99SPINENODE"  # private coding scheme (99 prefix) for concepts without a standard code
@@ -81,16 +80,22 @@ def build_measurement_sr(source: Sequence[Dataset], seg: Dataset, lesions: Seque
         tracking_identifier=hd.sr.TrackingIdentifier(uid=identity.uid("study-level", "group"),
                                                      identifier="Study level"),
         algorithm_id=algorithm, measurements=quality or None, qualitative_evaluations=study_level))
+    return report_sr(groups, [*source, seg], identity, kind="sr", series_number=SR_SERIES_NUMBER,
+                     description="AI lesion measurements (NOT FOR DIAGNOSIS)", complete=False)
+
+
+def report_sr(groups: Sequence, evidence: Sequence[Dataset], identity: ResultIdentity, *, kind: str,
+              series_number: int, description: str, complete: bool) -> hd.sr.Comprehensive3DSR:
+    """A TID 1500 report with the device observer, as an UNVERIFIED Comprehensive 3D SR with
+    deterministic UIDs; ``evidence[0]`` gives patient, study, date and time."""
     report = hd.sr.MeasurementReport(observation_context=observation_context(identity),
-                                     procedure_reported=PROCEDURE, imaging_measurements=groups)
+                                     procedure_reported=PROCEDURE, imaging_measurements=list(groups))
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[*source, seg], content=report[0],
-        series_instance_uid=identity.uid("sr", "series"), series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=identity.uid("sr", "instance"), instance_number=1,
-        manufacturer=MANUFACTURER, is_complete=False, is_final=False, is_verified=False,
-        series_description="AI lesion measurements (NOT FOR DIAGNOSIS)",
+        evidence=list(evidence), content=report[0],
+        series_instance_uid=identity.uid(kind, "series"), series_number=series_number,
+        sop_instance_uid=identity.uid(kind, "instance"), instance_number=1,
+        manufacturer=MANUFACTURER, is_complete=complete, is_final=False, is_verified=False,
+        series_description=description,
     )
-    pin_generated_values(sr, uid_parts=("sr", identity.source_series_uid, identity.model_version),
-                         date=source[0].get("StudyDate", "") or "19700101",
-                         time=source[0].get("StudyTime", "") or "000000")
+    identity.pin(sr, kind, evidence[0])
     return sr

@@ -15,7 +15,7 @@ import pydicom
 import pytest
 
 from tests.acceptance.orthanc import Orthanc, free_port, start_orthanc
-from tests.conftest import require_tool, wait_for, write_config
+from tests.conftest import require_tool, wait_for, write_config, write_sagittal_t2
 
 pytestmark = pytest.mark.acceptance
 RESULT_MODALITIES = {"SEG", "SR", "OT"}
@@ -123,17 +123,7 @@ def test_routed_study_gets_seg_sr_and_key_image_under_the_same_patient(env: Env,
 def test_a_sagittal_t2_series_is_not_processed(env: Env, phantom_dir: Path, tmp_path: Path) -> None:
     orthanc = env.orthanc
     assert orthanc is not None
-    for k, path in enumerate(sorted((phantom_dir / "study_102" / "series").glob("*.dcm"))):
-        ds = pydicom.dcmread(path)
-        ds.SeriesInstanceUID += ".7"
-        ds.SOPInstanceUID += ".7"
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.SeriesDescription, ds.MRAcquisitionType, ds.ScanningSequence = "t2_tse_sag", "2D", "SE"
-        ds.SequenceName = "*tse2d1_15"
-        del ds.ContrastBolusAgent
-        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
-        ds.ImagePositionPatient = [k * 4.0, -120, 120]
-        ds.save_as(tmp_path / f"sag{k:02d}.dcm")
+    write_sagittal_t2(sorted((phantom_dir / "study_102" / "series").glob("*.dcm")), tmp_path, ".7")
     before = env.status()
     storescu(tmp_path, orthanc.dicom_port)
     wait_for(lambda: "not VIBE-family, not forwarded" in orthanc.log.read_text(), timeout=60)

@@ -18,7 +18,7 @@ from dicomnode.node import Node
 from dicomnode.retry import RetryPolicy
 from dicomnode.scu import send_files
 from dicomnode.worker import Worker
-from tests.conftest import wait_for
+from tests.conftest import wait_for, write_sagittal_t2
 
 
 def send(node: Node, paths: list[Path], calling_ae: str = "TESTSCU") -> list[int | None]:
@@ -102,19 +102,7 @@ def test_one_series_over_two_associations_in_shuffled_order(node_factory, series
 
 def test_sagittal_series_is_ignored(node_factory, series_files, tmp_path) -> None:  # noqa: ANN001
     node = node_factory()
-    out = []
-    for k, path in enumerate(series_files(103)):
-        ds = pydicom.dcmread(path)
-        ds.SeriesInstanceUID = ds.SeriesInstanceUID + ".1"
-        ds.SOPInstanceUID = ds.SOPInstanceUID + ".1"
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.SeriesDescription, ds.MRAcquisitionType, ds.ScanningSequence = "t2_tse_sag", "2D", "SE"
-        ds.SequenceName = "*tse2d1_15"
-        del ds.ContrastBolusAgent
-        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
-        ds.ImagePositionPatient = [k * 4.0, -120, 120]
-        out.append(tmp_path / f"sag{k}.dcm")
-        ds.save_as(out[-1])
+    out = write_sagittal_t2(series_files(103), tmp_path, ".1")
     assert send(node, out) == [0] * 12
     series = wait_for(lambda: [s for s in series_rows(node) if s.state is SeriesState.IGNORED])
     assert series[0].reason == "not_vibe_family"
