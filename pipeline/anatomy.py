@@ -35,9 +35,15 @@ class BodyRegion:
     score: float
 
     def ellipse(self, shape: tuple[int, int], grow_px: float = 0.0) -> np.ndarray:
-        yy, xx = np.ogrid[0:shape[0], 0:shape[1]]
-        b, a = self.semi_axes
-        return ((yy - self.centre[0]) / (b + grow_px)) ** 2 + ((xx - self.centre[1]) / (a + grow_px)) ** 2 <= 1
+        return ellipse_mask(shape, self.centre, self.semi_axes, grow_px)
+
+
+def ellipse_mask(shape: tuple[int, int], centre: tuple[float, float], semi_axes: tuple[float, float],
+                 grow_px: float = 0.0) -> np.ndarray:
+    """A filled ellipse (centre and semi-axes as (row, col), pixels) on a (rows, cols) grid."""
+    yy, xx = np.ogrid[0:shape[0], 0:shape[1]]
+    b, a = semi_axes
+    return ((yy - centre[0]) / (b + grow_px)) ** 2 + ((xx - centre[1]) / (a + grow_px)) ** 2 <= 1
 
 
 def _kernels(a: float, b: float, canal: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -93,8 +99,7 @@ def locate_body(smooth: np.ndarray, pixel_mm: tuple[float, float]) -> BodyRegion
             best = (total, y, x, b, a)
     assert best is not None
     total, y, x, b, a = best
-    region = BodyRegion((float(y), float(x)), (b, a), np.zeros(0, dtype=bool), float(total))
-    ellipse = region.ellipse((rows, cols), grow_px=2.0 / px)
+    ellipse = ellipse_mask((rows, cols), (float(y), float(x)), (b, a), grow_px=2.0 / px)
     mask = np.zeros(smooth.shape, dtype=bool)
     for k in range(smooth.shape[0]):
         mask[k] = ndimage.binary_fill_holes(ellipse & (smooth[k] > 0.5 * level))

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from pipeline.anatomy import BodyRegion, locate_body
+from pipeline.anatomy import BodyRegion, ellipse_mask, locate_body
 
 MAX_LESIONS = 5
 GROWTH_MARGIN_MM = 6.0
@@ -91,7 +91,7 @@ def segment(image: np.ndarray, pixel_mm: tuple[float, float]) -> RegionGrowingRe
     body = locate_body(smooth, pixel_mm)
     b, a = body.semi_axes
     scale = np.sqrt(5.0)  # area x5
-    expanded2d = BodyRegion(body.centre, (b * scale, a * scale), body.mask, body.score).ellipse(image.shape[1:])
+    expanded2d = ellipse_mask(image.shape[1:], body.centre, (b * scale, a * scale))
     expanded = np.broadcast_to(expanded2d, image.shape)
     candidate = candidate_region(smooth, body, expanded2d, px)
     marrow = float(np.percentile(smooth[body.mask], 40)) if body.mask.any() else float(np.median(smooth))
