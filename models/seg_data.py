@@ -18,6 +18,7 @@ import pydicom
 import torch
 
 from models.unet_io import mask_to_network, normalise, segmentation_input, to_network
+from pipeline.volume import Volume, load_series
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 
@@ -50,10 +51,8 @@ def phantom_studies(seeds: range, dynamic_fraction: float = 0.25) -> Iterator[tu
         yield seed, study.pixels, study.mask
 
 
-def labelled_folder(root: Path) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """(name, pixels, mask) for each SEG under ``root`` whose source series is also there."""
-    from pipeline.volume import load_series
-
+def labelled_folder(root: Path) -> Iterator[tuple[str, Volume, np.ndarray]]:
+    """(name, volume, mask) for each SEG under ``root`` whose source series is also there."""
     by_series: dict[str, list[Path]] = defaultdict(list)
     segs: list[Path] = []
     for path in sorted(Path(root).rglob("*")):
@@ -81,4 +80,4 @@ def labelled_folder(root: Path) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
             ignore_spatial_locations=True, assert_missing_frames_are_empty=True,
             combine_segments=True, skip_overlap_checks=True,
         ) > 0
-        yield seg_path.parent.name, volume.pixels, mask
+        yield seg_path.parent.name, volume, mask

@@ -11,45 +11,24 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 from tqdm import tqdm
 
 from models.radiomics_signature import cross_validate, fit
-from pipeline.lesions import _CONNECTIVITY
+from models.unet_io import segmentation_input
+from pipeline.lesions import largest_component
 from pipeline.parameter_maps import compute
 from pipeline.phantom import generate_study
 from pipeline.radiomics import extract
 from pipeline.region_growing import segment
-from pipeline.volume import Volume
-
-
-def phantom_volume(study) -> Volume:  # noqa: ANN001
-    p = study.params
-    nz = study.pixels.shape[1]
-    positions = np.array([[0.0, 0.0, 3.0 * k] for k in range(nz)])
-    interval = float(p.extra.get("phase_interval_s", 12.0))
-    return Volume(pixels=study.pixels.astype(np.float32), positions=positions, orientation=(1, 0, 0, 0, 1, 0),
-                  spacing=(3.0, p.pixel_spacing_mm, p.pixel_spacing_mm),
-                  sop_instance_uids=tuple(tuple(str(k) for k in range(nz)) for _ in range(p.phases)),
-                  study_uid="phantom", series_uid=str(p.seed),
-                  phase_times_s=tuple(interval * k for k in range(p.phases)))
-
-
-def largest_lesion(mask: np.ndarray) -> np.ndarray:
-    labels, n = ndimage.label(mask, structure=_CONNECTIVITY)
-    if n <= 1:
-        return mask
-    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
-    return labels == 1 + int(np.argmax(sizes))
 
 
 def study_features(seed: int, phases: int) -> tuple[dict[str, float], int]:
     study = generate_study(seed, phases=phases)
-    volume = phantom_volume(study)
-    image = volume.pixels[0] if phases == 1 else volume.pixels[1:].max(axis=0)
+    volume = study.volume()
+    image = segmentation_input(volume.pixels)
     marrow = segment(image, volume.spacing[1:]).marrow_level
     maps = compute(volume, marrow)
-    return extract(maps.available(), largest_lesion(study.mask), volume.spacing), study.label
+    return extract(maps.available(), largest_component(study.mask), volume.spacing), study.label
 
 
 def build_table(seeds: range, phases: int, cache: Path | None) -> tuple[np.ndarray, np.ndarray, list[str]]:

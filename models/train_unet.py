@@ -97,7 +97,7 @@ class CropSampler:
 def load_data(cfg: TrainConfig, data_dir: Path | None) -> tuple[seg_data.SliceSet, list[seg_data.SliceSet]]:
     """Training slices, and validation volumes (one SliceSet per study, for volume Dice)."""
     if data_dir is not None:
-        studies = [seg_data.prepare(p, m) for _, p, m in tqdm(list(seg_data.labelled_folder(data_dir)),
+        studies = [seg_data.prepare(v.pixels, m) for _, v, m in tqdm(list(seg_data.labelled_folder(data_dir)),
                                                                desc="site data")]
         if len(studies) < 2:
             raise SystemExit(f"need at least 2 labelled studies under {data_dir}, found {len(studies)}")

@@ -55,6 +55,15 @@ def max_diameter(points: np.ndarray) -> float:
     return float(pdist(points).max())
 
 
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected component of ``mask`` (the mask itself when it has at most one)."""
+    labels, n = ndimage.label(mask, structure=_CONNECTIVITY)
+    if n <= 1:
+        return mask
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
+    return labels == 1 + int(np.argmax(sizes))
+
+
 def find_lesions(mask: np.ndarray, volume: Volume, image: np.ndarray, marrow_level: float,
                  min_volume_mm3: float = MIN_VOLUME_MM3) -> list[Lesion]:
     """Components of ``mask`` at least ``min_volume_mm3``, largest first."""

@@ -17,6 +17,7 @@ from pipeline.phantom.shapes import (
     membership,
     smooth_field,
 )
+from pipeline.volume import Volume
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,19 @@ class PhantomStudy:
     @property
     def label(self) -> int:
         return self.params.label
+
+    def volume(self) -> Volume:
+        """The study as the node would load it (axial slices 3 mm apart, phase times)."""
+        p = self.params
+        nz = self.pixels.shape[1]
+        interval = float(p.extra.get("phase_interval_s", 12.0))
+        return Volume(pixels=self.pixels.astype(np.float32),
+                      positions=np.array([[0.0, 0.0, SLICE_THICKNESS_MM * k] for k in range(nz)]),
+                      orientation=(1, 0, 0, 0, 1, 0),
+                      spacing=(SLICE_THICKNESS_MM, p.pixel_spacing_mm, p.pixel_spacing_mm),
+                      sop_instance_uids=tuple(tuple(str(k) for k in range(nz)) for _ in range(p.phases)),
+                      study_uid="phantom", series_uid=str(p.seed),
+                      phase_times_s=tuple(interval * k for k in range(p.phases)))
 
 
 class _Painter:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from models.radiomics_signature import Signature, cross_validate, fit, mrmr
-from models.train_radiomics import largest_lesion, study_features
+from models.train_radiomics import study_features
+from pipeline.lesions import largest_component
 from pipeline.phantom import generate_study
 from pipeline.radiomics import extract
 
@@ -17,7 +18,7 @@ from pipeline.radiomics import extract
 def test_the_papers_1316_features_per_map() -> None:
     study = generate_study(8, matrix=(256, 256), label=1)
     px = study.params.pixel_spacing_mm
-    feats = extract({"peak": study.pixels[0].astype(np.float32) / 200}, largest_lesion(study.mask), (3.0, px, px))
+    feats = extract({"peak": study.pixels[0].astype(np.float32) / 200}, largest_component(study.mask), (3.0, px, px))
     assert len(feats) == 1316
     assert all(k.startswith("peak_") for k in feats)
     kinds = {k.split("_")[1].split("-")[0] for k in feats}

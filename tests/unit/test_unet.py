@@ -103,7 +103,7 @@ def test_site_folder_of_dicom_and_seg_gives_the_same_masks(tmp_path: Path) -> No
     studies = {s: generate_study(s, matrix=(256, 192), phases=p) for s, p in ((31, 1), (32, 3))}
     for study in studies.values():
         write_study(study, tmp_path)
-    found = {name: (pixels, mask) for name, pixels, mask in labelled_folder(tmp_path)}
+    found = {name: (volume.pixels, mask) for name, volume, mask in labelled_folder(tmp_path)}
     assert sorted(found) == ["study_31", "study_32"]
     for seed, study in studies.items():
         pixels, mask = found[f"study_{seed}"]
