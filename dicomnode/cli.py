@@ -83,6 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="signature JSON")
     p.add_argument("--cache", type=Path, default=None, help="feature table cache (.npz)")
     p.add_argument("--figure", type=Path, default=None, help="PNG of the selected features' coefficients")
+    p = sub.add_parser("train-classifier", help="3D Inception-ResNet + SE classifier: 10-fold CV, weights, "
+                                                "held-out ROC against radiomics")
+    p.add_argument("--work", type=Path, default=Path("var/train-classifier"), help="cube caches")
+    p.add_argument("--out", type=Path, default=None, help="write the weights here (+ .sha256, .json)")
+    p.add_argument("--data", type=Path, default=None, help="folder of DICOM series + SEG instead of phantoms")
+    p.add_argument("--labels", type=Path, default=None, help="with --data: CSV study_instance_uid,label "
+                                                            "(metastasis|primary)")
+    p.add_argument("--figure", type=Path, default=None, help="ROC PNG: classifier vs radiomics (held-out)")
+    p.add_argument("--report", type=Path, default=None, help="JSON with CV and held-out figures")
+    p.add_argument("--no-cv", action="store_true", help="skip the 10-fold cross-validation")
+    for name, default in (("studies", 240), ("steps", 150), ("batch", 16), ("folds", 10), ("seed", 0),
+                          ("threads", 0), ("held-out-single", 60), ("held-out-dynamic", 40)):
+        p.add_argument(f"--{name}", type=int, default=default)
+    p.add_argument("--lr", type=float, default=2e-3)
     p = sub.add_parser("evaluate-seg", help="U-Net vs region growing on held-out phantoms (PA, IoU, Dice)")
     p.add_argument("--studies", type=int, default=40)
     p.add_argument("--seed", type=int, default=900000, help="first held-out seed (training never uses 900000+)")
@@ -104,6 +118,20 @@ def _cmd_train_radiomics(args: argparse.Namespace) -> int:
     from models.train_radiomics import train
 
     train(args.studies, args.seed, args.phases, args.out, args.cache, args.figure)
+    return 0
+
+
+def _cmd_train_classifier(args: argparse.Namespace) -> int:
+    from models.train_classifier import TrainConfig, train
+
+    cfg = TrainConfig(studies=args.studies, steps=args.steps, batch=args.batch, lr=args.lr, folds=args.folds,
+                      seed=args.seed, threads=args.threads, held_out_single=args.held_out_single,
+                      held_out_dynamic=args.held_out_dynamic)
+    try:
+        train(cfg, args.work, args.out, data_dir=args.data, labels=args.labels, figure=args.figure,
+              report=args.report, skip_cv=args.no_cv)
+    except ValueError as exc:
+        raise NodeError(str(exc)) from exc
     return 0
 
 
@@ -219,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return node.serve(cfg) if args.command == "serve" else node.run_worker(cfg)
         commands = {"status": _cmd_status, "synth": _cmd_synth, "send": _cmd_send, "resend": _cmd_resend,
                     "demo": _cmd_demo, "train-unet": _cmd_train_unet, "evaluate-seg": _cmd_evaluate_seg,
-                    "train-radiomics": _cmd_train_radiomics}
+                    "train-radiomics": _cmd_train_radiomics, "train-classifier": _cmd_train_classifier}
         return commands[args.command](args)
     except NodeError as exc:
         print(f"spinenode {args.command}: {exc}", file=sys.stderr)

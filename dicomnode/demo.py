@@ -120,8 +120,15 @@ def _report(cfg: Config, sessions, job: Job | None, out: Path) -> int:  # noqa: 
         lines.append(f"The series was not analysed: {job.state}, reason {job.reason or job.last_error}.")
     else:
         result = job.result or {}
-        lines.append("Classification (metastasis / primary tumour): not available in this version "
-                     "(the classifier is not shipped yet); probability: not available.")
+        cls, rad = result.get("classification"), result.get("radiomics")
+        if cls:
+            lines.append(f"Classification (3D classifier): {cls['class']}, "
+                         f"P(metastasis) {cls['probability_metastasis']:.2f}")
+        else:
+            lines.append("Classification: off in this configuration (worker.use_classifier = false)")
+        if rad:
+            lines.append(f"Radiomics ({rad['mode']}-phase signature): Rad-score {rad['rad_score']:.2f}, "
+                         f"P(metastasis) {rad['probability_metastasis']:.2f}")
         lines.append(f"Segmentation: {result.get('lesion_source')}; agreement with region growing "
                      f"(Dice) {result.get('agreement_dice')}")
         for les in result.get("lesions", []):

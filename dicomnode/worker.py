@@ -48,7 +48,8 @@ def analysis_stage(cfg: Config) -> Stage:
         from pipeline.outputs.build import build_results, source_headers
 
         analysis = pipeline.analyse(paths, use_unet=cfg.worker.use_unet, precision=cfg.worker.unet_precision,
-                                    use_radiomics=cfg.worker.use_radiomics)
+                                    use_radiomics=cfg.worker.use_radiomics,
+                                    use_classifier=cfg.worker.use_classifier)
         t = time.perf_counter()
         outputs = build_results(analysis, source_headers(paths, analysis))
         summary = {"stage": "analyse"} | analysis.summary()

@@ -119,7 +119,7 @@ class Reduction(nn.Module):
 
 
 class InceptionResNet3D(nn.Module):
-    def __init__(self, in_channels: int = 4, classes: int = 2, width: int = 4, blocks: tuple[int, int, int] = (2, 2, 2),
+    def __init__(self, in_channels: int = 5, classes: int = 2, width: int = 4, blocks: tuple[int, int, int] = (2, 2, 2),
                  dropout: float = 0.3) -> None:
         super().__init__()
         self.stem = Stem(in_channels, width)

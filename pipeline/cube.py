@@ -1,9 +1,14 @@
 """The classifier's input: a 12-slice cube around a lesion, on a 1 mm in-plane grid.
 
 Channels: the post-contrast image relative to normal marrow, then the peak, inflow and outflow
-maps; for a single-phase series inflow and outflow are zeros (the network is told nothing it
-could mistake for a measurement). Every slice of the series is kept; in-plane, a 64 x 64 mm
-window centred on the lesion's centroid is resampled bilinearly (outside the image: 0).
+maps, then the lesion mask (every segmented lesion in the window: shape, margins and count are
+what the paper's readers look at). For a single-phase series inflow and outflow are zeros (the
+network is told nothing it could mistake for a measurement). Every slice of the series is kept;
+in-plane, a 64 x 64 mm window centred on the lesion's centroid is resampled bilinearly (outside
+the image: 0).
+
+Each channel is brought to order 1 by a fixed factor (inflow and outflow are per second: times
+30 s) and clipped to [-4, 8], so that air and noise cannot produce extreme inputs.
 """
 
 from __future__ import annotations
@@ -14,24 +19,36 @@ from scipy import ndimage
 from pipeline.parameter_maps import ParameterMaps
 
 CUBE_MM = 64
-CHANNELS = ("image", "peak", "inflow", "outflow")
+CHANNELS = ("image", "peak", "inflow", "outflow", "lesions")
+CHANNEL_SCALE = (1.0, 1.0, 30.0, 30.0, 1.0)
+CLIP = (-4.0, 8.0)
 
 
 def lesion_cube(image: np.ndarray, maps: ParameterMaps, marrow_level: float, centroid: tuple[float, float, float],
-                pixel_mm: tuple[float, float]) -> np.ndarray:
-    """(4, slices, 64, 64) float32; ``centroid`` in voxels (slice, row, col)."""
+                pixel_mm: tuple[float, float], lesions: np.ndarray | None = None) -> np.ndarray:
+    """(5, slices, 64, 64) float32; ``centroid`` in voxels (slice, row, col); ``lesions`` the
+    segmentation mask (slices, rows, cols) or None (channel left empty)."""
     nz = image.shape[0]
     offsets = np.arange(CUBE_MM, dtype=np.float32) - (CUBE_MM - 1) / 2  # mm around the centre
     rows = centroid[1] + offsets / pixel_mm[0]
     cols = centroid[2] + offsets / pixel_mm[1]
     rr, cc = np.meshgrid(rows, cols, indexing="ij")
-    volumes = [image / max(marrow_level, 1e-6), maps.peak,
-               maps.inflow if maps.inflow is not None else None,
-               maps.outflow if maps.outflow is not None else None]
+    volumes = [image / max(marrow_level, 1e-6), maps.peak, maps.inflow, maps.outflow,
+               None if lesions is None else lesions.astype(np.float32)]
     cube = np.zeros((len(CHANNELS), nz, CUBE_MM, CUBE_MM), dtype=np.float32)
     for c, vol in enumerate(volumes):
         if vol is None:
             continue
         for k in range(nz):
-            cube[c, k] = ndimage.map_coordinates(vol[k].astype(np.float32), [rr, cc], order=1, cval=0.0)
-    return cube
+            cube[c, k] = ndimage.map_coordinates(vol[k].astype(np.float32, copy=False), [rr, cc], order=1, cval=0.0)
+        cube[c] *= CHANNEL_SCALE[c]
+    return np.clip(cube, *CLIP, out=cube)
+
+
+def classifier_cube(image: np.ndarray, maps: ParameterMaps, marrow_level: float, lesion_mask: np.ndarray,
+                    spacing: tuple[float, float, float], lesions: np.ndarray) -> np.ndarray:
+    """The cube around the centroid of ``lesion_mask`` (the lesion classified), with ``lesions``
+    (all segmented lesions) as the last channel."""
+    centroid = tuple(float(v) for v in np.argwhere(lesion_mask).mean(axis=0))
+    return lesion_cube(image, maps, marrow_level, centroid, (spacing[1], spacing[2]),  # type: ignore[arg-type]
+                       lesions)

@@ -37,17 +37,28 @@ def summary_line(analysis: Analysis) -> str:
             f"{largest.max_diameter_mm:.0f} mm, peak enhancement x{largest.peak_enhancement:.1f} marrow")
 
 
+def headline(analysis: Analysis) -> str:
+    """The study-level AI class for the key image's top band ("" when the classifier is off)."""
+    cls = analysis.classification
+    if cls is None:
+        return ""
+    return f"AI: {cls.label}, P(metastasis) {cls.probability_metastasis:.2f}"
+
+
 def build_results(analysis: Analysis, source: Sequence[Dataset]) -> list[Dataset]:
     """SEG, TID 1500 SR and key image for a completed analysis."""
-    identity = ResultIdentity(source_series_uid=analysis.volume.series_uid, unet_sha256=analysis.unet_sha256)
+    cls = analysis.classification
+    identity = ResultIdentity(source_series_uid=analysis.volume.series_uid, unet_sha256=analysis.unet_sha256,
+                              classifier_sha256=None if cls is None else cls.sha256)
     seg = build_seg(source, unet_mask=analysis.unet_mask, rg_mask=analysis.region_growing.mask, identity=identity)
     sr = build_measurement_sr(source, seg, analysis.lesions, lesion_segment=1,
                               agreement_dice=analysis.agreement_dice, identity=identity,
-                              radiomics=analysis.radiomics)
+                              radiomics=analysis.radiomics, classification=cls)
     k = analysis.lesions[0].largest_slice
     key = build_key_image(source[k], analysis.image[k],
                           None if analysis.unet_mask is None else analysis.unet_mask[k],
-                          analysis.region_growing.mask[k], summary_line(analysis), identity=identity)
+                          analysis.region_growing.mask[k], summary_line(analysis), identity=identity,
+                          headline=headline(analysis))
     return [seg, sr, key]
 
 

@@ -32,12 +32,15 @@ def package_version() -> str:
 class ResultIdentity:
     source_series_uid: str
     unet_sha256: str | None = None
+    classifier_sha256: str | None = None
 
     @property
     def software_versions(self) -> tuple[str, ...]:
         versions = [f"spinenode {package_version()}"]
         if self.unet_sha256:
             versions.append(f"unet sha256 {self.unet_sha256[:16]}")
+        if self.classifier_sha256:
+            versions.append(f"classifier sha256 {self.classifier_sha256[:16]}")
         return tuple(versions)
 
     @property

@@ -17,7 +17,7 @@ UNET_COLOUR = (255, 48, 48)
 RG_COLOUR = (64, 160, 255)
 
 
-def render(image: np.ndarray, unet: np.ndarray | None, rg: np.ndarray, summary: str) -> np.ndarray:
+def render(image: np.ndarray, unet: np.ndarray | None, rg: np.ndarray, summary: str, headline: str = "") -> np.ndarray:
     """(rows, cols) slice and masks -> RGB uint8 with outlines and text, at least 512 px wide."""
     low, high = np.percentile(image, [1, 99.5])
     grey = (np.clip((image - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
@@ -33,8 +33,9 @@ def render(image: np.ndarray, unet: np.ndarray | None, rg: np.ndarray, summary: 
     big_px, small_px = max(14, canvas.width // 36), max(11, canvas.width // 50)
     font = ImageFont.load_default(size=big_px)
     small = ImageFont.load_default(size=small_px)
-    draw.rectangle([0, 0, canvas.width, big_px + 10], fill=(0, 0, 0))
+    draw.rectangle([0, 0, canvas.width, big_px + small_px + 16], fill=(0, 0, 0))
     draw.text((6, 4), "NOT FOR DIAGNOSIS", fill=(255, 255, 0), font=font)
+    draw.text((6, big_px + 10), headline, fill=(255, 255, 255), font=small)
     draw.rectangle([0, canvas.height - 2 * small_px - 14, canvas.width, canvas.height], fill=(0, 0, 0))
     draw.text((6, canvas.height - 2 * small_px - 10), summary, fill=(255, 255, 255), font=small)
     legend = "red: U-Net   blue: region growing" if unet is not None else "blue: region growing"
@@ -43,9 +44,10 @@ def render(image: np.ndarray, unet: np.ndarray | None, rg: np.ndarray, summary: 
 
 
 def build_key_image(reference: Dataset, image: np.ndarray, unet: np.ndarray | None, rg: np.ndarray,
-                    summary: str, *, identity: ResultIdentity) -> hd.sc.SCImage:
-    """``reference``: the source dataset of the slice shown (patient and study are copied)."""
-    pixels = render(image, unet, rg, summary)
+                    summary: str, *, identity: ResultIdentity, headline: str = "") -> hd.sc.SCImage:
+    """``reference``: the source dataset of the slice shown (patient and study are copied);
+    ``headline``: the study-level AI result, shown under the NOT FOR DIAGNOSIS banner."""
+    pixels = render(image, unet, rg, summary, headline)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=reference,
         pixel_array=pixels,
@@ -62,7 +64,7 @@ def build_key_image(reference: Dataset, image: np.ndarray, unet: np.ndarray | No
     )
     sc.BurnedInAnnotation = "YES"
     sc.BodyPartExamined = reference.get("BodyPartExamined") or "SPINE"  # not paired: no Laterality
-    sc.ImageComments = "NOT FOR DIAGNOSIS. " + summary
+    sc.ImageComments = " ".join(filter(None, ("NOT FOR DIAGNOSIS.", f"{headline}." if headline else "", summary)))
     sc.SoftwareVersions = list(identity.software_versions)  # type: ignore[assignment]
     identity.pin(sc, "key", reference)
     return sc

@@ -1,7 +1,10 @@
 """The TID 1500 Measurement Report (Comprehensive 3D SR): per lesion a volumetric group that
 references its segment in the SEG, with volume, maximum diameter, mean and peak enhancement;
-study-level quality measurement (Dice agreement of U-Net and region growing) and the intended
-use. VerificationFlag UNVERIFIED (nobody verified it), completion PARTIAL."""
+study level: the 3D classifier's finding (TID 1501 "Finding" (DCM 121071) = SCT bony metastasis
+or primary malignant neoplasm of bone, at the spine) with its probability of metastasis, the
+Rad-score and the radiomics model's probability, the Dice agreement of U-Net and region growing,
+and the intended use.
+VerificationFlag UNVERIFIED (nobody verified it), completion PARTIAL."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from pipeline.classification import Classification
 from pipeline.lesions import Lesion
 from pipeline.outputs.identity import MANUFACTURER, MODEL_NAME, ResultIdentity
 
@@ -22,6 +26,9 @@ PEAK_ENHANCEMENT = Code("ENH_PEAK", SCHEME, "Peak enhancement ratio to normal ma
 DICE_AGREEMENT = Code("DICE_UNET_RG", SCHEME, "Dice agreement of U-Net and region growing")
 RAD_SCORE = Code("RAD_SCORE", SCHEME, "Radiomics score (Rad-score)")
 RADIOMICS_PROBABILITY = Code("RAD_PROB_MET", SCHEME, "Radiomics model probability of spinal metastasis")
+CLASSIFIER_PROBABILITY = Code("CLS_PROB_MET", SCHEME, "3D classifier probability of spinal metastasis")
+PRIMARY_BONE_MALIGNANCY = Code("93725000", "SCT", "Primary malignant neoplasm of bone")
+AI_CLASS = {True: codes.SCT.BonyMetastasis, False: PRIMARY_BONE_MALIGNANCY}
 INTENDED_USE = Code("INTENDED_USE", SCHEME, "Intended use")
 RESEARCH_ONLY = Code("RESEARCH_ONLY", SCHEME, "Research use only, not for diagnostic use")
 PROCEDURE = codes.LN.MRISpineReport
@@ -63,11 +70,18 @@ def _lesion_group(lesion: Lesion, seg: Dataset, segment_number: int, identity: R
 
 def build_measurement_sr(source: Sequence[Dataset], seg: Dataset, lesions: Sequence[Lesion], *,
                          lesion_segment: int, agreement_dice: float | None,
-                         identity: ResultIdentity, radiomics: dict | None = None) -> hd.sr.Comprehensive3DSR:
+                         identity: ResultIdentity, radiomics: dict | None = None,
+                         classification: Classification | None = None) -> hd.sr.Comprehensive3DSR:
     algorithm = hd.sr.AlgorithmIdentification(name="spinenode", version=identity.model_version[:64])
     groups: list = [_lesion_group(les, seg, lesion_segment, identity, algorithm) for les in lesions]
     study_level = [hd.sr.QualitativeEvaluation(INTENDED_USE, RESEARCH_ONLY)]
     quality = []
+    finding = None
+    if classification is not None:
+        finding = AI_CLASS[classification.metastasis]
+        quality.append(hd.sr.Measurement(name=CLASSIFIER_PROBABILITY,
+                                         value=round(classification.probability_metastasis, 4),
+                                         unit=codes.UCUM.NoUnits))
     if agreement_dice is not None:
         quality.append(hd.sr.Measurement(name=DICE_AGREEMENT, value=round(agreement_dice, 4),
                                          unit=codes.UCUM.NoUnits))
@@ -79,6 +93,7 @@ def build_measurement_sr(source: Sequence[Dataset], seg: Dataset, lesions: Seque
     groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=identity.uid("study-level", "group"),
                                                      identifier="Study level"),
+        finding_type=finding, finding_sites=[hd.sr.FindingSite(codes.SCT.BoneStructureOfSpine)] if finding else None,
         algorithm_id=algorithm, measurements=quality or None, qualitative_evaluations=study_level))
     return report_sr(groups, [*source, seg], identity, kind="sr", series_number=SR_SERIES_NUMBER,
                      description="AI lesion measurements (NOT FOR DIAGNOSIS)", complete=False)

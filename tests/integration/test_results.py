@@ -12,6 +12,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from pydicom.sr.codedict import codes
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from sqlalchemy import select
 
@@ -20,6 +21,8 @@ from dicomnode.db import OutboxItem, OutboxState
 from dicomnode.scu import send_files
 from pipeline.analysis import analyse
 from pipeline.outputs.build import build_results, source_headers
+from pipeline.outputs.sr import PRIMARY_BONE_MALIGNANCY
+from pipeline.phantom.writer import read_truth
 from tests.conftest import require_tool, wait_for
 
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -138,6 +141,14 @@ def test_results_arrive_valid_and_under_the_right_patient_and_study(node_with_pa
     assert groups, "one measurement group per lesion"
     names = {m.name.meaning for m in groups[0].get_measurements()}
     assert {"Volume", "Diameter"} <= names
+    study_level = sr.content.get_image_measurement_groups()
+    assert len(study_level) == 1
+    truth = read_truth(files[0].parent.parent)["label_name"]
+    expected = codes.SCT.BonyMetastasis if truth == "metastasis" else PRIMARY_BONE_MALIGNANCY
+    assert study_level[0].finding_type == expected  # the classifier's class, right for this phantom
+    values = {m.name.value: m.value for m in study_level[0].get_measurements()}
+    assert 0 <= float(values["CLS_PROB_MET"]) <= 1 and "RAD_SCORE" in values
+    assert (float(values["CLS_PROB_MET"]) >= 0.5) == (truth == "metastasis")
     ref = groups[0].referenced_segment
     assert ref.referenced_sop_instance_uid == seg.SOPInstanceUID
     assert list(ref.referenced_segment_numbers) == [1]
@@ -149,6 +160,7 @@ def test_results_arrive_valid_and_under_the_right_patient_and_study(node_with_pa
     assert seg.SOPInstanceUID in evidence and sources <= evidence  # references resolve
     key = by_class[SECONDARY_CAPTURE]
     assert key.BurnedInAnnotation == "YES" and "NOT FOR DIAGNOSIS" in key.ImageComments
+    assert "AI: " in key.ImageComments and "P(metastasis)" in key.ImageComments  # the study-level class
     assert all(i.state is OutboxState.SENT for i in outbox(node))
 
 

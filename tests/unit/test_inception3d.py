@@ -12,7 +12,7 @@ from pipeline.parameter_maps import ParameterMaps
 
 def test_shapes_and_the_slice_axis_never_collapses() -> None:
     model = InceptionResNet3D().eval()
-    x = torch.randn(2, 4, 12, 64, 64)
+    x = torch.randn(2, len(CHANNELS), 12, 64, 64)
     with torch.no_grad():
         feats = model.features(x)
         assert feats.shape[2] == 12 and tuple(feats.shape[3:]) == (4, 4)
@@ -39,7 +39,7 @@ def test_squeeze_excitation_weights_channels() -> None:
 def test_a_training_step_runs() -> None:
     model = InceptionResNet3D()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x, y = torch.randn(4, 4, 12, 64, 64), torch.tensor([0, 1, 0, 1])
+    x, y = torch.randn(4, len(CHANNELS), 12, 64, 64), torch.tensor([0, 1, 0, 1])
     loss = torch.nn.functional.cross_entropy(model(x), y)
     loss.backward()
     opt.step()
@@ -52,7 +52,7 @@ def test_lesion_cube_is_centred_and_keeps_absent_maps_empty() -> None:
     maps = ParameterMaps(image / 200.0, None, None, "single")
     cube = lesion_cube(image, maps, 200.0, (6.0, 99.5, 79.5), (0.5, 0.5))
     assert cube.shape == (len(CHANNELS), 12, 64, 64)
-    assert np.allclose(cube[2:], 0)  # single-phase: no inflow, no outflow
+    assert np.allclose(cube[2:], 0)  # single-phase: no inflow, no outflow; no mask given
     bright = np.argwhere(cube[0, 6] > 1.5)
     assert np.allclose(bright.mean(axis=0), [31.5, 31.5], atol=0.6)
     assert 8 <= np.ptp(bright[:, 0]) + 1 <= 12  # about 10 mm at 1 mm pixels

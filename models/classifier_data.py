@@ -1,0 +1,119 @@
+"""Training data for the 3D classifier: one lesion cube and one label per study.
+
+The cube is made exactly as the node makes it (``pipeline.cube.classifier_cube``: normal marrow
+from region growing, CE parameter maps, 64 mm window around the lesion), around the largest
+lesion of the reference mask. Sources: phantom studies (single-phase and dynamic mixed), or a
+site's folder of DICOM series + SEG with a label file (CSV ``study_instance_uid,label``, label
+``metastasis`` or ``primary``).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.unet_io import segmentation_input
+from pipeline.cube import classifier_cube
+from pipeline.lesions import largest_component
+from pipeline.parameter_maps import compute
+from pipeline.region_growing import segment
+from pipeline.volume import Volume
+
+LABELS = {"primary": 0, "metastasis": 1}
+
+
+@dataclass
+class CubeSet:
+    """Cubes float16 (N, 5, slices, 64, 64), labels (N,) 1 = metastasis, dynamic (N,) bool."""
+
+    cubes: torch.Tensor
+    labels: torch.Tensor
+    dynamic: torch.Tensor
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: np.ndarray) -> CubeSet:
+        t = torch.as_tensor(idx, dtype=torch.long)
+        return CubeSet(self.cubes[t], self.labels[t], self.dynamic[t], [self.names[i] for i in idx])
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, cubes=self.cubes.numpy(), labels=self.labels.numpy(), dynamic=self.dynamic.numpy(),
+                 names=np.array(self.names))
+
+    @classmethod
+    def load(cls, path: Path) -> CubeSet:
+        d = np.load(path, allow_pickle=False)
+        return cls(torch.from_numpy(d["cubes"]), torch.from_numpy(d["labels"]), torch.from_numpy(d["dynamic"]),
+                   [str(n) for n in d["names"]])
+
+    @classmethod
+    def build(cls, items: Iterable[tuple[str, Volume, np.ndarray, int]], total: int | None = None,
+              desc: str = "cubes") -> CubeSet:
+        cubes, labels, dynamic, names = [], [], [], []
+        for name, volume, mask, label in tqdm(items, total=total, desc=desc, unit="study"):
+            cubes.append(torch.from_numpy(volume_cube(volume, mask)).half())
+            labels.append(label)
+            dynamic.append(volume.phases > 1)
+            names.append(name)
+        return cls(torch.stack(cubes), torch.tensor(labels), torch.tensor(dynamic), names)
+
+
+def volume_cube(volume: Volume, mask: np.ndarray) -> np.ndarray:
+    image = segmentation_input(volume.pixels)
+    marrow = segment(image, volume.spacing[1:]).marrow_level
+    maps = compute(volume, marrow)
+    return classifier_cube(image, maps, marrow, largest_component(mask), volume.spacing, mask)
+
+
+def phantom_items(seeds: Iterable[int], dynamic_fraction: float = 0.4,
+                  phases: int | None = None) -> Iterable[tuple[str, Volume, np.ndarray, int]]:
+    """Phantom studies; ``phases`` fixes the phase count, else a share are dynamic (3-8 phases)."""
+    from pipeline.phantom import generate_study
+
+    for seed in seeds:
+        rng = np.random.default_rng([seed, 77])
+        n = phases if phases is not None else (int(rng.integers(3, 9)) if rng.random() < dynamic_fraction else 1)
+        study = generate_study(seed, phases=n)
+        yield f"phantom-{seed}", study.volume(), study.mask, study.label
+
+
+def read_labels(path: Path) -> dict[str, int]:
+    """``study_instance_uid,label`` rows (a header row is allowed) -> {study UID: 0 or 1}."""
+    out: dict[str, int] = {}
+    with Path(path).open(newline="") as f:
+        for n, row in enumerate(csv.reader(f), start=1):
+            if not row or row[0].strip().lower() in ("", "study_instance_uid") or row[0].startswith("#"):
+                continue
+            if len(row) < 2 or row[1].strip().lower() not in LABELS:
+                raise ValueError(f"{path}:{n}: expected 'study_instance_uid,label' with label one of "
+                                 f"{sorted(LABELS)}, got {row!r}")
+            out[row[0].strip()] = LABELS[row[1].strip().lower()]
+    return out
+
+
+def site_items(root: Path, labels_file: Path) -> list[tuple[str, Volume, np.ndarray, int]]:
+    """A site's labelled series (see ``models.seg_data.labelled_folder``) with their study label;
+    series whose study has no label are skipped, and said so."""
+    from models.seg_data import labelled_folder
+
+    labels = read_labels(labels_file)
+    items, unlabelled = [], 0
+    for name, volume, mask in labelled_folder(root):
+        if volume.study_uid not in labels:
+            unlabelled += 1
+            continue
+        items.append((name, volume, mask, labels[volume.study_uid]))
+    if unlabelled:
+        print(f"{unlabelled} labelled series skipped: their study is not in {labels_file}")
+    if not items:
+        raise ValueError(f"no series under {root} has a SEG and a study label in {labels_file}")
+    return items

@@ -1,0 +1,79 @@
+"""Classifier training (a step or two on tiny inputs), site labels, and the shipped weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+
+from models.classifier_data import CubeSet, phantom_items, read_labels, site_items
+from models.train_classifier import TrainConfig, cross_validate, predict, train_network
+from pipeline.classification import DEFAULT_WEIGHTS, Classifier
+
+
+@pytest.fixture(scope="module")
+def tiny_set() -> CubeSet:
+    return CubeSet.build(phantom_items(range(40000, 40006), phases=1), total=6)
+
+
+def test_cubes_are_made_as_the_node_makes_them(tiny_set: CubeSet) -> None:
+    assert tuple(tiny_set.cubes.shape) == (6, 5, 12, 64, 64) and tiny_set.cubes.dtype == torch.float16
+    assert not bool(tiny_set.dynamic.any())
+    assert torch.all(tiny_set.cubes[:, 2:4] == 0)  # single-phase: no inflow/outflow channels
+    assert bool((tiny_set.cubes[:, 4].float().amax(dim=(1, 2, 3)) == 1).all())  # the lesion mask
+    centre = tiny_set.cubes[:, 0, :, 24:40, 24:40].float().amax(dim=(1, 2, 3))
+    assert bool((centre > 1.2).all())  # the lesion (>= 1.3x marrow at peak) is in the middle
+
+
+def test_training_and_cross_validation_run_on_tiny_inputs(tiny_set: CubeSet, tmp_path: Path) -> None:
+    cfg = TrainConfig(steps=2, batch=4, folds=2)
+    model = train_network(tiny_set, cfg, desc="test")
+    prob = predict(model, tiny_set.cubes)
+    assert prob.shape == (6,) and np.all((prob >= 0) & (prob <= 1))
+    cv = cross_validate(tiny_set, TrainConfig(steps=1, batch=4, folds=2))
+    assert set(cv["metrics"]) == {"acc", "pre", "rec", "f1", "auc"}
+    assert len(cv["per_fold"]) == 2 and "single" in cv["pooled_out_of_fold"]
+    tiny_set.save(tmp_path / "c.npz")
+    again = CubeSet.load(tmp_path / "c.npz")
+    assert torch.equal(again.cubes, tiny_set.cubes) and again.names == tiny_set.names
+
+
+def test_label_file_is_checked(tmp_path: Path) -> None:
+    good = tmp_path / "labels.csv"
+    good.write_text("study_instance_uid,label\n# a comment\n1.2.3,metastasis\n1.2.4, Primary\n")
+    assert read_labels(good) == {"1.2.3": 1, "1.2.4": 0}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("1.2.3,benign\n")
+    with pytest.raises(ValueError, match="bad.csv:1.*metastasis"):
+        read_labels(bad)
+
+
+def test_a_site_folder_with_a_label_file_gives_labelled_cubes(tmp_path: Path) -> None:
+    from pipeline.phantom import generate_study, write_study
+
+    labels = tmp_path / "labels.csv"
+    rows = []
+    for seed, phases in ((41, 1), (42, 3)):
+        study = generate_study(seed, matrix=(256, 256), phases=phases)
+        folder = write_study(study, tmp_path / "site")
+        uid = pydicom.dcmread(next((folder / "series").glob("*.dcm")), stop_before_pixels=True).StudyInstanceUID
+        rows.append(f"{uid},{study.params.label_name}")
+        expected = study.label
+    labels.write_text("\n".join(rows[1:]) + "\n")  # the first study is unlabelled: skipped
+    items = site_items(tmp_path / "site", labels)
+    assert [(name, label) for name, _, _, label in items] == [("study_42", expected)]
+    data = CubeSet.build(items)
+    assert bool(data.dynamic[0]) and torch.any(data.cubes[0, 2:4] != 0)  # inflow/outflow present
+
+
+def test_shipped_classifier_separates_held_out_phantoms() -> None:
+    """Committed weights on held-out seeds (training never used 900000+): mostly right."""
+    classifier = Classifier(DEFAULT_WEIGHTS)
+    items = list(phantom_items(range(912000, 912010), phases=1))
+    data = CubeSet.build(items)
+    prob = np.array([classifier.probability(c.float().numpy()) for c in data.cubes])
+    correct = ((prob >= 0.5) == data.labels.numpy().astype(bool)).sum()
+    assert correct >= 8, (prob, data.labels)
