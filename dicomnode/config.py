@@ -53,6 +53,9 @@ class NodeConfig:
     fsync: bool = True
     min_free_disk_mb: int = 500
     max_associations: int = 16
+    tls_certificate: str = ""  # PEM; with tls_private_key: the SCP accepts TLS associations only
+    tls_private_key: str = ""
+    tls_ca_certificates: str = ""  # PEM CA bundle: clients must present a certificate it signed
 
     def __post_init__(self) -> None:
         _check_ae("node.ae_title", self.ae_title)
@@ -61,6 +64,19 @@ class NodeConfig:
             _check_ae("node.allowed_calling_aes", ae)
         _check_positive("node.min_free_disk_mb", self.min_free_disk_mb, allow_zero=True)
         _check_positive("node.max_associations", self.max_associations)
+        _check_tls("node", self.tls_certificate, self.tls_private_key, self.tls_ca_certificates,
+                   needs_certificate=True)
+
+
+def _check_tls(where: str, cert: str, key: str, ca: str, *, needs_certificate: bool) -> None:
+    if bool(cert) != bool(key):
+        raise ConfigError(f"{where}.tls_certificate and {where}.tls_private_key go together: set both or neither")
+    if needs_certificate and ca and not cert:
+        raise ConfigError(f"{where}.tls_ca_certificates needs {where}.tls_certificate and tls_private_key "
+                          "(the node must have a certificate to speak TLS)")
+    for key_name, value in (("tls_certificate", cert), ("tls_private_key", key), ("tls_ca_certificates", ca)):
+        if value and not Path(value).is_file():
+            raise ConfigError(f"{where}.{key_name} = {value!r}: no such file")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,6 +142,7 @@ class WorkerConfig:
     use_unet: bool = True  # False: region growing only (no weights needed)
     unet_precision: str = "bf16"  # "bf16" (fast path, channels-last + bf16 autocast) or "fp32"
     use_radiomics: bool = True  # Rad-score of the largest lesion with the shipped signature
+    use_classifier: bool = True  # 3D classifier: metastasis vs primary malignant bone tumour
 
     def __post_init__(self) -> None:
         for key in ("lease_s", "heartbeat_s", "poll_interval_s", "retry_base_s", "retry_max_s"):
@@ -168,12 +185,20 @@ class Destination:
     ae_title: str
     host: str
     port: int
+    tls: bool = False  # verify the PACS's certificate and host name
+    tls_ca_certificates: str = ""  # PEM CA bundle for the PACS's certificate (default: the system's)
+    tls_certificate: str = ""  # optional client certificate (mutual TLS)
+    tls_private_key: str = ""
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ConfigError("destinations.name must not be empty")
         _check_ae(f"destinations[{self.name}].ae_title", self.ae_title)
         _check_port(f"destinations[{self.name}].port", self.port)
+        if not self.tls and (self.tls_ca_certificates or self.tls_certificate):
+            raise ConfigError(f"destinations[{self.name}]: TLS files are set but tls = false")
+        _check_tls(f"destinations[{self.name}]", self.tls_certificate, self.tls_private_key,
+                   self.tls_ca_certificates, needs_certificate=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -294,6 +319,17 @@ def _resolve_paths(cfg_node: NodeConfig, db: DatabaseConfig, base: Path) -> tupl
     return node, dataclasses.replace(db, url=url)
 
 
+TLS_FILES = ("tls_certificate", "tls_private_key", "tls_ca_certificates")
+
+
+def _resolve_files(raw: Any, base: Path) -> Any:
+    """TLS file names in a section, relative to the configuration file's folder."""
+    if not isinstance(raw, dict):
+        return raw
+    return {k: str(base / v) if k in TLS_FILES and isinstance(v, str) and v and not Path(v).is_absolute() else v
+            for k, v in raw.items()}
+
+
 def load_config(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Read, override from the environment and validate the configuration.
 
@@ -322,14 +358,14 @@ def load_config(path: Path | str | None = None, environ: Mapping[str, str] | Non
         raise ConfigError(f"unknown section(s): {', '.join(unknown)}; accepted: {', '.join(sorted(allowed))}")
     sections = {}
     for name, cls in _SECTIONS.items():
-        value = raw.get(name, {})
+        value = _resolve_files(raw.get(name, {}), base)
         if not isinstance(value, dict):
             raise ConfigError(f"[{name}] must be a table, got {value!r}")
         sections[name] = _build(name, cls, value)
     dests_raw = raw.get("destinations", [])
     if not isinstance(dests_raw, list):
         raise ConfigError("destinations must be an array of tables ([[destinations]])")
-    destinations = tuple(_build("destinations", Destination, d) for d in dests_raw)
+    destinations = tuple(_build("destinations", Destination, _resolve_files(d, base)) for d in dests_raw)
     names = [d.name for d in destinations]
     if len(set(names)) != len(names):
         raise ConfigError(f"destinations: names must be unique, got {names}")

@@ -10,6 +10,7 @@ from dicomnode.config import NodeConfig
 from dicomnode.errors import NodeError
 from dicomnode.handlers import StoreContext, handle_echo, handle_store
 from dicomnode.logs import get_logger
+from dicomnode.tls import server_context
 
 log = get_logger(__name__)
 
@@ -39,14 +40,17 @@ def start_scp(node: NodeConfig, ctx: StoreContext) -> ThreadedAssociationServer:
         (evt.EVT_REJECTED, _log_rejected),
         (evt.EVT_ABORTED, _log_aborted),
     ]
+    ssl_context = server_context(node)
     try:
-        server = ae.start_server((node.host, node.port), block=False, evt_handlers=handlers)
+        server = ae.start_server((node.host, node.port), block=False, evt_handlers=handlers,
+                                 ssl_context=ssl_context)
     except OSError as exc:
         raise NodeError(f"cannot listen on {node.host}:{node.port} ({exc.strerror}): another node or program "
                         "may hold the port; change node.port or set SPINENODE_NODE_PORT") from None
     assert server is not None  # block=False always returns the server
     log.info("scp_listening", ae_title=node.ae_title, host=node.host, port=server.server_address[1],
-             calling_ae_whitelist=list(node.allowed_calling_aes) or "any")
+             calling_ae_whitelist=list(node.allowed_calling_aes) or "any",
+             tls="off" if ssl_context is None else ("mutual" if node.tls_ca_certificates else "server"))
     return server
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,25 +29,40 @@ def _contexts(datasets: Sequence[pydicom.Dataset]) -> list:
 
 
 def send_files(paths: Iterable[Path], ae_title: str, host: str, port: int, *,
-               calling_ae: str = "SPINENODE", timeout: float = 30) -> list[SendResult]:
+               calling_ae: str = "SPINENODE", timeout: float = 30,
+               ssl_context: ssl.SSLContext | None = None) -> list[SendResult]:
     """C-STORE every file over one association; one result per file, in order."""
     paths = list(paths)
-    datasets = [pydicom.dcmread(p) for p in paths]
+    statuses = send_datasets([pydicom.dcmread(p) for p in paths], ae_title, host, port, calling_ae=calling_ae,
+                             timeout=timeout, ssl_context=ssl_context)
+    return [SendResult(p, s) for p, s in zip(paths, statuses, strict=True)]
+
+
+def send_datasets(datasets: Sequence[pydicom.Dataset], ae_title: str, host: str, port: int, *,
+                  calling_ae: str = "SPINENODE", timeout: float = 30,
+                  ssl_context: ssl.SSLContext | None = None) -> list[int | None]:
+    """C-STORE datasets over one association (TLS when ``ssl_context`` is given, checking the
+    peer's certificate against ``host``); one status per dataset, None where none came back."""
     ae = AE(ae_title=calling_ae)
     ae.requested_contexts = _contexts(datasets)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    assoc = ae.associate(host, port, ae_title=ae_title)
-    if not assoc.is_established:
-        raise NodeError(f"association with {ae_title}@{host}:{port} was not established "
-                        f"({'rejected' if assoc.is_rejected else 'aborted or unreachable'})")
-    results = []
+    tls_args = None if ssl_context is None else (ssl_context, host)
     try:
-        for path, ds in zip(paths, datasets, strict=True):
+        assoc = ae.associate(host, port, ae_title=ae_title, tls_args=tls_args)
+    except ssl.SSLError as exc:  # pynetdicom lets some handshake errors through
+        raise NodeError(f"TLS with {ae_title}@{host}:{port} failed: {exc}") from None
+    if not assoc.is_established:
+        hint = "; over TLS: check the certificates and the CA on both sides" if ssl_context else ""
+        raise NodeError(f"association with {ae_title}@{host}:{port} was not established "
+                        f"({'rejected' if assoc.is_rejected else 'aborted or unreachable'}{hint})")
+    statuses: list[int | None] = []
+    try:
+        for ds in datasets:
             status = assoc.send_c_store(ds)
-            results.append(SendResult(path, int(status.Status) if "Status" in status else None))
+            statuses.append(int(status.Status) if "Status" in status else None)
     finally:
         assoc.release()
-    return results
+    return statuses
 
 
 def parse_destination(text: str) -> tuple[str, str, int]:

@@ -22,6 +22,7 @@ from dicomnode.errors import NodeError
 from dicomnode.logs import get_logger
 from dicomnode.retry import RetryPolicy
 from dicomnode.scu import send_files
+from dicomnode.tls import client_context
 
 log = get_logger(__name__)
 BATCH = 64
@@ -72,7 +73,8 @@ class Sender:
     def _send(self, dest: Destination, items: list[OutboxItem]) -> int:
         paths = [self.cfg.data_dir / i.path for i in items]
         try:
-            results = send_files(paths, dest.ae_title, dest.host, dest.port, calling_ae=self.cfg.node.ae_title)
+            results = send_files(paths, dest.ae_title, dest.host, dest.port, calling_ae=self.cfg.node.ae_title,
+                                 ssl_context=client_context(dest))
         except (NodeError, OSError) as exc:
             self._failed(items, str(exc))
             log.warning("send_failed", destination=dest.name, items=len(items), error=str(exc))

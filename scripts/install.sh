@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
 
-debs=(dcmtk dicom3tools orthanc libtcmalloc-minimal4)
+debs=(dcmtk dicom3tools orthanc libtcmalloc-minimal4 openssl)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

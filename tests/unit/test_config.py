@@ -71,3 +71,22 @@ def test_unknown_environment_variable_is_an_error(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "absent.toml", environ={})
+
+
+def test_tls_files_are_relative_to_the_config_and_checked(tmp_path: Path) -> None:
+    (tmp_path / "tls").mkdir()
+    for name in ("node.pem", "node.key", "ca.pem"):
+        (tmp_path / "tls" / name).write_text("x")
+    cfg = load_config(write(tmp_path, '[node]\ntls_certificate = "tls/node.pem"\ntls_private_key = "tls/node.key"\n'
+                                      '[[destinations]]\nname = "pacs"\nae_title = "PACS"\nhost = "pacs.local"\n'
+                                      'port = 2762\ntls = true\ntls_ca_certificates = "tls/ca.pem"\n'), environ={})
+    assert cfg.node.tls_certificate == str(tmp_path / "tls" / "node.pem")
+    assert cfg.destinations[0].tls_ca_certificates == str(tmp_path / "tls" / "ca.pem")
+    with pytest.raises(ConfigError, match="tls_private_key go together"):
+        load_config(write(tmp_path, '[node]\ntls_certificate = "tls/node.pem"\n'), environ={})
+    with pytest.raises(ConfigError, match=r"node.tls_certificate = .*missing.pem.*no such file"):
+        load_config(write(tmp_path, '[node]\ntls_certificate = "missing.pem"\ntls_private_key = "tls/node.key"\n'),
+                    environ={})
+    with pytest.raises(ConfigError, match="tls = false"):
+        load_config(write(tmp_path, '[[destinations]]\nname = "p"\nae_title = "P"\nhost = "h"\nport = 1\n'
+                                    'tls_ca_certificates = "tls/ca.pem"\n'), environ={})
