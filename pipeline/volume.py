@@ -58,7 +58,13 @@ def _read(path: Path) -> Dataset:
         raise InputRejected("unreadable_file", f"{path.name}: {exc}") from exc
 
 
+MAX_MATRIX = 2048  # larger in-plane matrices are not spine VIBE series (and would need GBs)
+
+
 def _pixels(ds: Dataset) -> np.ndarray:
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if not 0 < rows <= MAX_MATRIX or not 0 < cols <= MAX_MATRIX:
+        raise InputRejected("unsupported_image", f"matrix {rows}x{cols}: expected 1 to {MAX_MATRIX} rows and columns")
     try:
         arr = ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - missing decoder, corrupt stream, bad attributes
@@ -96,6 +102,15 @@ def _phase_times(ordered: list[list[tuple[float, Dataset]]]) -> tuple[float, ...
     return tuple(t - times[0] for t in times)
 
 
+def _check_geometry(orientation: tuple[float, ...], pixel_spacing: list[float]) -> None:
+    row, col = np.array(orientation[:3]), np.array(orientation[3:])
+    if (len(orientation) != 6 or not np.all(np.isfinite(orientation)) or abs(np.linalg.norm(row) - 1) > 0.01
+            or abs(np.linalg.norm(col) - 1) > 0.01 or abs(float(row @ col)) > 0.01):
+        raise InputRejected("inconsistent_geometry", "ImageOrientationPatient is not two orthogonal unit vectors")
+    if len(pixel_spacing) != 2 or not all(np.isfinite(v) and 0.01 <= v <= 20 for v in pixel_spacing):
+        raise InputRejected("inconsistent_geometry", f"PixelSpacing {pixel_spacing} is outside 0.01-20 mm")
+
+
 def load_series(paths: Sequence[Path]) -> Volume:
     """Read, sort and decode the instances of one series into a :class:`Volume`."""
     if not paths:
@@ -107,6 +122,7 @@ def load_series(paths: Sequence[Path]) -> Volume:
         pixel_spacing = [float(v) for v in first.PixelSpacing]
     except (AttributeError, TypeError, ValueError) as exc:
         raise InputRejected("missing_geometry", f"orientation or pixel spacing: {exc}") from exc
+    _check_geometry(orientation, pixel_spacing)
     normal = np.cross(orientation[:3], orientation[3:])
     phases: dict[int, list[tuple[float, Dataset]]] = defaultdict(list)
     for ds in datasets:
@@ -125,6 +141,8 @@ def load_series(paths: Sequence[Path]) -> Volume:
         raise InputRejected("inconsistent_geometry", f"instances have different matrices {sorted(shapes)}")
     pixels = np.stack([np.stack(phase) for phase in slices])
     dists = [d for d, _ in ordered[0]]
+    if len(dists) > 1 and float(np.min(np.diff(dists))) < 1e-3:
+        raise InputRejected("inconsistent_geometry", "two instances of one phase lie at the same position")
     step = float(np.median(np.diff(dists))) if len(dists) > 1 else float(first.get("SliceThickness", 1) or 1)
     positions = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in ordered[0]])
     return Volume(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -214,3 +215,67 @@ def test_received_data_is_readable_by_the_service_user_only(node_factory, series
     assert stored.stat().st_mode & 0o077 == 0
     assert (node.cfg.data_dir / "spinenode.db").stat().st_mode & 0o077 == 0
     assert node.cfg.data_dir.stat().st_mode & 0o077 == 0
+
+
+def _altered_series(files: list[Path], folder: Path, change: Callable[[pydicom.Dataset, int], None]) -> list[Path]:
+    """A copy of ``files`` as a new series, each dataset changed by ``change(ds, k)``."""
+    from pydicom.uid import generate_uid
+
+    series_uid = generate_uid(entropy_srcs=[str(folder)])
+    folder.mkdir()
+    out = []
+    for k, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(folder), str(k)])
+        change(ds, k)
+        out.append(folder / f"{k}.dcm")
+        ds.save_as(out[-1], enforce_file_format=True)
+    return out
+
+
+def _zero_rows(ds: pydicom.Dataset, k: int) -> None:
+    ds.Rows = 0
+
+
+def _huge(ds: pydicom.Dataset, k: int) -> None:
+    ds.Rows = ds.Columns = 8192  # declared; the pixel data is still 256x256
+
+
+def _same_position(ds: pydicom.Dataset, k: int) -> None:
+    ds.ImagePositionPatient = [0, 0, 0]
+
+
+def _flat_orientation(ds: pydicom.Dataset, k: int) -> None:
+    ds.ImageOrientationPatient = [0, 0, 0, 0, 0, 0]
+
+
+def _one_slice_bigger(ds: pydicom.Dataset, k: int) -> None:
+    if k == 5:
+        ds.Rows, ds.Columns = 128, 512  # same number of pixels, another matrix
+
+
+def _garbage_pixels(ds: pydicom.Dataset, k: int) -> None:
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3]  # truncated pixel data
+
+
+@pytest.mark.parametrize(("change", "reasons"), [
+    (_zero_rows, {"unsupported_image", "undecodable_pixels", "inconsistent_geometry"}),
+    (_huge, {"unsupported_image"}),
+    (_same_position, {"inconsistent_geometry", "duplicate_position"}),
+    (_flat_orientation, {"inconsistent_geometry", "orientation"}),
+    (_one_slice_bigger, {"inconsistent_geometry"}),
+    (_garbage_pixels, {"undecodable_pixels"}),
+])
+def test_bad_series_is_recorded_as_an_abstention_and_the_node_goes_on(node_factory, series_files, tmp_path,  # noqa: ANN001
+                                                                    change, reasons) -> None:
+    node = node_factory(protocol={"quiet_period_s": 1.0}, worker={"use_unet": False, "use_radiomics": False,
+                                                                  "use_classifier": False})
+    files = _altered_series(series_files(102), tmp_path / "bad", change)
+    statuses = send(node, files)
+    assert set(statuses) <= {0x0000, 0xC210}, statuses  # stored as received, or refused as unreadable
+    job = wait_for(lambda: next((j for j in jobs(node) if j.state is JobState.ABSTAINED), None), timeout=30)
+    assert {r for r in job.reason.split(",")} <= reasons, job.reason
+    # the node goes on: a good series is still analysed
+    assert send(node, series_files(101)) == [0] * 12
+    assert wait_for(lambda: job_done(node), timeout=60).kind is JobKind.ANALYSE

@@ -1,0 +1,21 @@
+"""kill -9 of `spinenode serve` in the middle of an analysis: after a restart the expired lease
+returns the job to the queue, and the study gets exactly one set of results. N random trials
+are `python -m bench.crash`; this is the deterministic one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.crash import run_trial
+
+
+def test_kill_9_while_processing_then_restart_delivers_once(tmp_path: Path, phantom_dir: Path) -> None:
+    folder = tmp_path / "trial"
+    folder.mkdir()
+    t = run_trial(folder, [phantom_dir / "study_101", phantom_dir / "study_102"], kill_after_s=0.3,
+                  when_running=True, timeout_s=120)
+    assert "processing" in t.killed_while, t.killed_while
+    assert len(t.acknowledged) == t.sent == 24 and t.lost == 0
+    assert t.stored_on_disk == t.in_database == 24
+    assert t.complete_with_results == 2 and t.extra_results == 0
+    assert t.stuck_jobs == 0
