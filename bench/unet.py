@@ -5,6 +5,9 @@
 
 Timing: median of ``--runs`` forward passes of a batch of 4 slices (one warm-up first), threads
 as torch sets them. Accuracy: mean Dice over ``--studies`` held-out phantoms (seeds 900000+).
+How close to the limit: the model's FLOPs per slice (torch's FLOP counter) divided by this
+machine's measured matmul throughput (2048x2048 matmuls, fp32 and bf16, same threads) gives the
+time the slice would take at matmul speed; the ratio to the measured time is the efficiency.
 """
 
 from __future__ import annotations
@@ -35,6 +38,26 @@ def time_slice(seg: UNetSegmenter, runs: int) -> float:
     return statistics.median(times)
 
 
+def flops_per_slice(seg: UNetSegmenter) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        seg.model(torch.randn(1, 1, 512, 512))
+    return int(counter.get_total_flops())
+
+
+def matmul_flops_per_s(dtype: torch.dtype, runs: int) -> float:
+    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+    a @ b
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * 2048**3 / statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
@@ -54,6 +77,12 @@ def main() -> None:
         print(f"{p:>5}: {ms[p]:7.1f} ms per 512x512 slice   mean Dice {np.mean(scores[p]):.4f}")
     print(f"speed-up bf16/fp32: {ms['fp32'] / ms['bf16']:.2f}x   Dice difference: "
           f"{np.mean(scores['bf16']) - np.mean(scores['fp32']):+.4f}")
+    flops = flops_per_slice(segs["fp32"])
+    for p, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        peak = matmul_flops_per_s(dtype, args.runs)
+        bound_ms = 1000 * flops / peak
+        print(f"{p:>5}: {flops / 1e9:.1f} GFLOP per slice; matmul {peak / 1e9:.0f} GFLOP/s -> {bound_ms:.1f} ms at "
+              f"matmul speed; measured {ms[p]:.1f} ms = {bound_ms / ms[p]:.0%} of that limit")
 
 
 if __name__ == "__main__":
