@@ -93,6 +93,7 @@ def running(folder: Path) -> Iterator[tuple[TimedPacs, NodeProcess, subprocess.P
 
 
 def start(folder: Path, pacs_port: int) -> tuple[NodeProcess, subprocess.Popen]:
+    folder.mkdir(parents=True, exist_ok=True)
     config = write_config(folder, pacs_port)
     text = config.read_text().replace("[worker]\n", "[worker]\nworkers = 0\n")
     config.write_text(text.replace("quiet_period_s = 30.0", "quiet_period_s = 120.0"))
