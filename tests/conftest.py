@@ -131,17 +131,18 @@ def config_of(node: Node) -> Config:
     return node.cfg
 
 
-PHI_PATTERNS = (re.compile(r"PHANTOM\^"), re.compile(r"\bPH\d{8}\b"))  # phantom patient names and IDs
+# phantom patient names, IDs and birth dates (all in 1919)
+PHI_PATTERNS = (re.compile(r"PHANTOM\^"), re.compile(r"\bPH\d{8}\b"), re.compile(r"\b1919(0[1-9]|1[0-2])[0-3]\d\b"))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def no_patient_identifiers_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """After the whole suite: no log written by a node (JSON lines, serve and Orthanc logs) may
-    contain a patient name or ID."""
+    contain a patient name, ID or birth date."""
     yield
     base = tmp_path_factory.getbasetemp()
     offending = []
-    for path in [*base.rglob("*.jsonl"), *base.rglob("*.log")]:
+    for path in [*base.rglob("*.jsonl"), *base.rglob("*.log"), *base.rglob("*.stderr")]:
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
             if any(p.search(line) for p in PHI_PATTERNS):
                 offending.append(f"{path.relative_to(base)}:{number}: {line[:160]}")

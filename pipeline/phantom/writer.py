@@ -104,7 +104,7 @@ def _mr_dataset(
     ds.SeriesDescription = "t1_vibe_fs_tra_post" if p.phases == 1 else "t1_vibe_fs_tra_dyn"
     ds.PatientName = f"PHANTOM^SPINE{seed}"
     ds.PatientID = f"PH{seed:08d}"
-    ds.PatientBirthDate = ""
+    ds.PatientBirthDate = f"1919{1 + seed % 12:02d}{1 + seed % 28:02d}"  # 1919: easy to spot in a log
     ds.PatientSex = "F" if seed % 2 else "M"
     ds.BodyPartExamined = "SPINE"
     ds.ContrastBolusAgent = "Gd-DTPA"
