@@ -86,7 +86,7 @@ def radiomics_score(volume: Volume, maps: ParameterMaps, lesion_mask: np.ndarray
     if not path.exists():
         return None
     signature = Signature.load(path)
-    features = extract(maps.available(), lesion_mask, volume.spacing)
+    features = extract(maps.available(), lesion_mask, volume.spacing, only=signature.features)
     return {
         "mode": mode,
         "rad_score": round(signature.rad_score(features), 4),

@@ -4,23 +4,32 @@ Per parameter map: every feature class of pyradiomics' default set on the origin
 8 wavelet decompositions and Laplacian-of-Gaussian images at sigma 1-5 mm: 107 + 744 + 465 =
 1316 features, the paper's count. Computed on a crop around the lesion (with a margin for the
 filters); grey levels in 32 bins (maps have arbitrary units).
+
+Training extracts everything; the node asks only for the features its signature uses
+(``only=``): the same settings restricted to the image types (original, wavelet, the LoG sigmas
+needed) and feature classes those names come from, which gives the same values in a fraction of
+the time.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
+from collections.abc import Collection
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
 LOG_SIGMAS_MM = [1.0, 2.0, 3.0, 4.0, 5.0]
 MARGIN_MM = 12.0
-_EXTRACTOR = None
+_EXTRACTORS: dict[Any, Any] = {}
+ALL = None
 
 
-def _extractor():  # noqa: ANN202
-    global _EXTRACTOR
-    if _EXTRACTOR is None:
+def _extractor(needed: frozenset[str] | None = ALL):  # noqa: ANN202
+    """The full extractor, or one restricted to the ``<imagetype>_<class>_<feature>`` names."""
+    if needed not in _EXTRACTORS:
         import radiomics
         from radiomics import featureextractor
 
@@ -28,11 +37,32 @@ def _extractor():  # noqa: ANN202
 
         ex = featureextractor.RadiomicsFeatureExtractor(binCount=32, label=1, normalize=False,
                                                         additionalInfo=False)
-        ex.enableAllFeatures()
-        ex.enabledFeatures.pop("shape2D", None)  # 2D shape needs force2D; the 3D shape class stays
-        ex.enableImageTypes(Original={}, Wavelet={}, LoG={"sigma": LOG_SIGMAS_MM})
-        _EXTRACTOR = ex
-    return _EXTRACTOR
+        if needed is None:
+            ex.enableAllFeatures()
+            ex.enabledFeatures.pop("shape2D", None)  # 2D shape needs force2D; the 3D shape class stays
+            ex.enableImageTypes(Original={}, Wavelet={}, LoG={"sigma": LOG_SIGMAS_MM})
+        else:
+            classes: dict[str, list[str]] = defaultdict(list)
+            types: dict[str, dict] = {}
+            sigmas: set[float] = set()
+            for name in needed:
+                image_type, cls, feature = name.split("_")
+                classes[cls].append(feature)
+                if image_type == "original":
+                    types["Original"] = {}
+                elif image_type.startswith("wavelet"):
+                    types["Wavelet"] = {}
+                else:  # log-sigma-1-0-mm-3D
+                    whole, frac = image_type.split("-")[2:4]
+                    sigmas.add(float(f"{whole}.{frac}"))
+            if sigmas:
+                types["LoG"] = {"sigma": sorted(sigmas)}
+            ex.disableAllFeatures()
+            ex.enableFeaturesByName(**{c: sorted(set(f)) for c, f in classes.items()})
+            ex.disableAllImageTypes()
+            ex.enableImageTypes(**types)
+        _EXTRACTORS[needed] = ex
+    return _EXTRACTORS[needed]
 
 
 def _crop(mask: np.ndarray, spacing: tuple[float, float, float]) -> tuple[slice, ...]:
@@ -48,18 +78,27 @@ def _image(array: np.ndarray, spacing: tuple[float, float, float]) -> sitk.Image
     return img
 
 
-def extract(maps: dict[str, np.ndarray], mask: np.ndarray, spacing: tuple[float, float, float]) -> dict[str, float]:
-    """Features of the lesion ``mask`` (slices, rows, cols) on each map, named ``<map>_<feature>``.
+def extract(maps: dict[str, np.ndarray], mask: np.ndarray, spacing: tuple[float, float, float],
+            only: Collection[str] | None = None) -> dict[str, float]:
+    """Features of the lesion ``mask`` (slices, rows, cols) on each map, named ``<map>_<feature>``;
+    with ``only``, just those names (maps no name uses are skipped).
 
     ``spacing`` is (slice, row, column) in mm."""
     if mask.sum() < 2:
         raise ValueError("the lesion mask needs at least two voxels")
     box = _crop(mask, spacing)
     roi = _image(mask[box].astype(np.uint8), spacing)
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for full in only or ():
+        map_name, rest = full.split("_", 1)
+        wanted[map_name].add(rest)
     out: dict[str, float] = {}
     for name, array in maps.items():
-        result = _extractor().execute(_image(array[box].astype(np.float32), spacing), roi)
+        if only is not None and not wanted[name]:
+            continue
+        extractor = _extractor(None if only is None else frozenset(wanted[name]))
+        result = extractor.execute(_image(array[box].astype(np.float32), spacing), roi)
         for key, value in result.items():
-            if not key.startswith("diagnostics"):
+            if not key.startswith("diagnostics") and (only is None or key in wanted[name]):
                 out[f"{name}_{key}"] = float(value)
     return out

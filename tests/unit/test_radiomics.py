@@ -31,6 +31,23 @@ def test_dynamic_studies_have_features_for_three_maps() -> None:
     assert {k.split("_")[0] for k in feats} == {"peak", "inflow", "outflow"} and len(feats) == 3 * 1316
 
 
+def test_only_the_signatures_features_gives_the_same_values() -> None:
+    """What the node does: extract just the shipped signatures' features (single and dynamic)."""
+    from pipeline.analysis import SIGNATURES
+    from pipeline.parameter_maps import compute
+
+    study = generate_study(45, matrix=(256, 256), phases=4)
+    volume = study.volume()
+    maps = compute(volume, float(np.percentile(volume.pixels[0], 60)))
+    lesion = largest_component(study.mask)
+    full = extract(maps.available(), lesion, volume.spacing)
+    for mode in ("single", "dynamic"):
+        names = Signature.load(SIGNATURES / f"radiomics_{mode}.json").features
+        part = extract(maps.available(), lesion, volume.spacing, only=names)
+        assert sorted(part) == sorted(names)
+        assert all(part[n] == full[n] for n in names)
+
+
 def _synthetic(n: int = 90, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)
