@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.feature_selection import mutual_info_classif, mutual_info_regression
 from sklearn.linear_model import LogisticRegressionCV
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
+
+from models.cv_metrics import binary_metrics, summarise
 
 N_SELECTED = 10
 
@@ -99,19 +100,13 @@ def fit(x: np.ndarray, y: np.ndarray, names: list[str], mode: str, seed: int = 0
 def cross_validate(x: np.ndarray, y: np.ndarray, names: list[str], mode: str, folds: int = 10,
                    seed: int = 0) -> dict:
     """10-fold CV of the whole recipe (mRMR and LASSO refitted inside each fold: no leakage)."""
-    metrics: dict[str, list[float]] = {k: [] for k in ("acc", "pre", "rec", "f1", "auc")}
+    per_fold = []
     scores = np.zeros(len(y))
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
         sig = fit(x[train], y[train], names, mode, seed)
         idx = {n: i for i, n in enumerate(names)}
         prob = np.array([sig.probability({f: row[idx[f]] for f in sig.features}) for row in x[test]])
         scores[test] = prob
-        pred = (prob >= 0.5).astype(int)
-        metrics["acc"].append(accuracy_score(y[test], pred))
-        metrics["pre"].append(precision_score(y[test], pred, zero_division=0))
-        metrics["rec"].append(recall_score(y[test], pred, zero_division=0))
-        metrics["f1"].append(f1_score(y[test], pred, zero_division=0))
-        metrics["auc"].append(roc_auc_score(y[test], prob))
-    summary = {k: {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}
-               for k, v in metrics.items()}
+        per_fold.append(binary_metrics(y[test], prob))
+    summary = summarise(per_fold)
     return {"folds": folds, "metrics": summary, "scores": scores.tolist(), "labels": y.tolist()}

@@ -16,21 +16,24 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.model_selection import StratifiedKFold
 from torch.nn import functional as F
 from tqdm import tqdm
 
 from models import weights
 from models.classifier_data import CubeSet, phantom_items, site_items
+from models.cv_metrics import binary_metrics, summarise
 from models.inception3d import InceptionResNet3D
 from pipeline.cube import CHANNELS
+from pipeline.volume import Volume
 
 TRAIN_SEED = 40000
 HELD_OUT_SEED = 910000
@@ -89,13 +92,6 @@ def predict(model: InceptionResNet3D, cubes: torch.Tensor, batch: int = 32) -> n
     return torch.cat([model.predict_proba(cubes[i:i + batch].float()) for i in range(0, len(cubes), batch)]).numpy()
 
 
-def metrics(y: np.ndarray, prob: np.ndarray) -> dict[str, float]:
-    pred = (prob >= 0.5).astype(int)
-    return {"acc": float(accuracy_score(y, pred)), "pre": float(precision_score(y, pred, zero_division=0)),
-            "rec": float(recall_score(y, pred, zero_division=0)), "f1": float(f1_score(y, pred, zero_division=0)),
-            "auc": float(roc_auc_score(y, prob)) if len(set(y.tolist())) == 2 else None}  # type: ignore[dict-item]
-
-
 def cross_validate(data: CubeSet, cfg: TrainConfig) -> dict[str, Any]:
     y = data.labels.numpy()
     oof = np.zeros(len(y))
@@ -104,28 +100,24 @@ def cross_validate(data: CubeSet, cfg: TrainConfig) -> dict[str, Any]:
     for k, (train, test) in enumerate(folds, start=1):
         model = train_network(data.subset(train), cfg, desc=f"fold {k}/{cfg.folds}")
         oof[test] = predict(model, data.cubes[torch.as_tensor(test)])
-        per_fold.append(metrics(y[test], oof[test]))
+        per_fold.append(binary_metrics(y[test], oof[test]))
         print(f"fold {k}: " + ", ".join(f"{m} {v:.3f}" for m, v in per_fold[-1].items()), flush=True)
-    summary = {}
-    for m in per_fold[0]:
-        values = [f[m] for f in per_fold if f[m] is not None]
-        summary[m] = {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values))}
+    summary = summarise(per_fold)
     dyn = data.dynamic.numpy()
-    pooled = {mode: metrics(y[sel], oof[sel]) for mode, sel in (("single", ~dyn), ("dynamic", dyn)) if sel.any()}
+    pooled = {mode: binary_metrics(y[sel], oof[sel]) for mode, sel in (("single", ~dyn), ("dynamic", dyn)) if sel.any()}
     return {"folds": cfg.folds, "metrics": summary, "pooled_out_of_fold": pooled, "per_fold": per_fold}
 
 
-def radiomics_probabilities(seeds: range, phases: int | None, dynamic_fraction: float) -> np.ndarray:
-    """P(metastasis) of the shipped radiomics signature for each held-out phantom study."""
+def radiomics_probabilities(items: Iterable[tuple[str, Volume, np.ndarray, int]]) -> np.ndarray:
+    """P(metastasis) of the shipped radiomics signature for each study."""
     from models.radiomics_signature import Signature
-    from models.train_radiomics import study_features
+    from models.train_radiomics import lesion_features
     from pipeline.analysis import SIGNATURES
 
     out = []
-    for seed, (_, volume, _, _) in zip(seeds, phantom_items(seeds, dynamic_fraction, phases), strict=True):
+    for _, volume, mask, _ in items:
         signature = Signature.load(SIGNATURES / f"radiomics_{'dynamic' if volume.phases > 1 else 'single'}.json")
-        features, _ = study_features(seed, volume.phases)
-        out.append(signature.probability(features))
+        out.append(signature.probability(lesion_features(volume, mask)))
     return np.array(out)
 
 
@@ -149,18 +141,17 @@ def held_out(model: InceptionResNet3D, cfg: TrainConfig, work: Path, figure: Pat
         t = time.perf_counter()
         prob = predict(model, data.cubes)
         per_study = (time.perf_counter() - t) / len(y)
-        rad = radiomics_probabilities(seeds, phases, 1.0)
+        rad = radiomics_probabilities(phantom_items(seeds, 1.0, phases))
         results[mode] = {"studies": len(y), "seeds": f"{seeds.start}-{seeds.stop - 1}",
-                         "classifier": metrics(y, prob), "radiomics": metrics(y, rad),
+                         "classifier": binary_metrics(y, prob), "radiomics": binary_metrics(y, rad),
                          "classifier_s_per_study_batched": round(per_study, 4)}
         curves[mode] = (y, prob, rad)
     if figure is not None:
-        _roc_figure(curves, results, figure)
+        _roc_figure(curves, figure)
     return results
 
 
-def _roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], results: dict[str, Any],
-                path: Path) -> None:
+def _roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
