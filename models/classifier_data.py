@@ -18,11 +18,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.unet_io import segmentation_input
 from pipeline.cube import classifier_cube
 from pipeline.lesions import largest_component
-from pipeline.parameter_maps import compute
-from pipeline.region_growing import segment
+from pipeline.parameter_maps import with_marrow_reference
 from pipeline.volume import Volume
 
 LABELS = {"primary": 0, "metastasis": 1}
@@ -68,9 +66,7 @@ class CubeSet:
 
 
 def volume_cube(volume: Volume, mask: np.ndarray) -> np.ndarray:
-    image = segmentation_input(volume.pixels)
-    marrow = segment(image, volume.spacing[1:]).marrow_level
-    maps = compute(volume, marrow)
+    image, marrow, maps = with_marrow_reference(volume)
     return classifier_cube(image, maps, marrow, largest_component(mask), volume.spacing, mask)
 
 

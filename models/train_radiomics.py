@@ -14,21 +14,22 @@ import numpy as np
 from tqdm import tqdm
 
 from models.radiomics_signature import cross_validate, fit
-from models.unet_io import segmentation_input
 from pipeline.lesions import largest_component
-from pipeline.parameter_maps import compute
+from pipeline.parameter_maps import with_marrow_reference
 from pipeline.phantom import generate_study
 from pipeline.radiomics import extract
-from pipeline.region_growing import segment
+from pipeline.volume import Volume
+
+
+def lesion_features(volume: Volume, mask: np.ndarray) -> dict[str, float]:
+    """Every feature of the largest lesion of ``mask`` on each map of ``volume``."""
+    _, _, maps = with_marrow_reference(volume)
+    return extract(maps.available(), largest_component(mask), volume.spacing)
 
 
 def study_features(seed: int, phases: int) -> tuple[dict[str, float], int]:
     study = generate_study(seed, phases=phases)
-    volume = study.volume()
-    image = segmentation_input(volume.pixels)
-    marrow = segment(image, volume.spacing[1:]).marrow_level
-    maps = compute(volume, marrow)
-    return extract(maps.available(), largest_component(study.mask), volume.spacing), study.label
+    return lesion_features(study.volume(), study.mask), study.label
 
 
 def build_table(seeds: range, phases: int, cache: Path | None) -> tuple[np.ndarray, np.ndarray, list[str]]:

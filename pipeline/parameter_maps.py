@@ -52,6 +52,17 @@ def _times(volume: Volume) -> np.ndarray:
     return np.arange(volume.phases, dtype=np.float32) * 12.0  # the protocol's nominal 10-14 s
 
 
+def with_marrow_reference(volume: Volume) -> tuple[np.ndarray, float, ParameterMaps]:
+    """What training needs from a series, made as the node makes it: the post-contrast (or peak)
+    image, normal marrow's level from region growing, and the maps relative to it."""
+    from models.unet_io import segmentation_input
+    from pipeline.region_growing import segment
+
+    image = segmentation_input(volume.pixels)
+    marrow = segment(image, volume.spacing[1:]).marrow_level
+    return image, marrow, compute(volume, marrow)
+
+
 def compute(volume: Volume, marrow_level: float) -> ParameterMaps:
     """Parameter maps of ``volume``; ``marrow_level`` is normal marrow's post-contrast signal."""
     pixels = volume.pixels.astype(np.float32)
