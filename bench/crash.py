@@ -69,7 +69,9 @@ class Pacs:
         self.server.shutdown()
 
 
-def write_config(folder: Path, pacs_port: int) -> Path:
+def write_config(folder: Path, pacs_port: int, *, workers: int = 1, quiet_period_s: float = 30.0) -> Path:
+    """`folder/config.toml` for a node on an OS-chosen port sending to ``pacs_port``; ``workers=0``:
+    `serve` only receives, assembles and sends (`spinenode worker` then analyses)."""
     path = folder / "config.toml"
     path.write_text(f"""[node]
 ae_title = "SPINENODE"
@@ -78,9 +80,10 @@ port = 0
 data_dir = "var"
 min_free_disk_mb = 0
 [protocol]
-quiet_period_s = 30.0
+quiet_period_s = {quiet_period_s}
 check_interval_s = 0.5
 [worker]
+workers = {workers}
 lease_s = 6.0
 heartbeat_s = 1.0
 poll_interval_s = 0.2

@@ -94,15 +94,11 @@ def running(folder: Path) -> Iterator[tuple[TimedPacs, NodeProcess, subprocess.P
 
 def start(folder: Path, pacs_port: int) -> tuple[NodeProcess, subprocess.Popen]:
     folder.mkdir(parents=True, exist_ok=True)
-    config = write_config(folder, pacs_port)
-    text = config.read_text().replace("[worker]\n", "[worker]\nworkers = 0\n")
-    config.write_text(text.replace("quiet_period_s = 30.0", "quiet_period_s = 120.0"))
+    config = write_config(folder, pacs_port, workers=0, quiet_period_s=120.0)
     scp = NodeProcess(config)
     scp.port()
-    worker_cfg = folder / "worker.toml"  # the same settings with a worker: `spinenode worker` uses workers=1
-    worker_cfg.write_text(text.replace("workers = 0\n", ""))
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    worker = subprocess.Popen([sys.executable, "-m", "dicomnode", "worker", "--config", str(worker_cfg)],
+    env = dict(os.environ, PYTHONPATH=str(REPO))  # `spinenode worker` runs one worker whatever worker.workers says
+    worker = subprocess.Popen([sys.executable, "-m", "dicomnode", "worker", "--config", str(config)],
                               cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return scp, worker
 

@@ -51,9 +51,7 @@ def run_load(root: Path, senders: int, studies: int, analyse: bool = False, time
     folder = root / "node"
     folder.mkdir(parents=True)
     pacs = Pacs()
-    config = write_config(folder, pacs.port)
-    if not analyse:
-        config.write_text(config.read_text().replace("[worker]\n", "[worker]\nworkers = 0\n"))
+    config = write_config(folder, pacs.port, workers=1 if analyse else 0)
     node = NodeProcess(config)
     acked: list[set[str]] = [set() for _ in range(senders)]
     refused: list[int] = [0] * senders
