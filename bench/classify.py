@@ -20,10 +20,10 @@ import time
 import torch
 
 from models.unet_io import segmentation_input
+from phantom import generate_study
 from pipeline.analysis import classify, radiomics_score
 from pipeline.lesions import find_lesions
 from pipeline.parameter_maps import compute
-from pipeline.phantom import generate_study
 from pipeline.region_growing import segment
 from pipeline.segmentation import get_segmenter
 

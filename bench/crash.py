@@ -35,7 +35,7 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 
 from dicomnode.errors import NodeError
 from dicomnode.scu import send_files
-from pipeline.phantom import generate_study, write_study
+from phantom import generate_study, write_study
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_PER_STUDY = 3

@@ -39,7 +39,7 @@ import pydicom
 
 from bench.crash import REPO, RESULTS_PER_STUDY, NodeProcess, Pacs, write_config
 from dicomnode.scu import send_datasets
-from pipeline.phantom import generate_study, write_study
+from phantom import generate_study, write_study
 
 
 class TimedPacs(Pacs):

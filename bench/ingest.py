@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.phantom import generate_study, write_study
+from phantom import generate_study, write_study
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -28,7 +28,7 @@ from pydicom.dataset import Dataset
 from bench.crash import RESULTS_PER_STUDY, NodeProcess, Pacs, write_config
 from dicomnode.errors import NodeError
 from dicomnode.scu import send_datasets
-from pipeline.phantom import generate_study, write_study
+from phantom import generate_study, write_study
 from pipeline.uids import derived_uid
 
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.phantom import generate_study, write_study
+from phantom import generate_study, write_study
 from tests.acceptance.test_orthanc_routing import Env, by_study
 
 RESULTS = {"SEG", "SR", "OT"}

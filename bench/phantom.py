@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.phantom import generate_study, write_study
-from pipeline.phantom.writer import series_datasets
+from phantom import generate_study, write_study
+from phantom.writer import series_datasets
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from models.unet_io import segmentation_input
+from phantom import generate_study
 from pipeline.metrics import dice
-from pipeline.phantom import generate_study
 from pipeline.segmentation import UNetSegmenter
 
 

@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_evaluate_seg(args: argparse.Namespace) -> int:
-    from models.evaluate_seg import evaluate
+    from training.evaluate_seg import evaluate
 
     evaluate(args.studies, args.out, seed=args.seed, phases=args.phases, precision=args.precision)
     print(f"wrote {args.out}/segmentation_table.md, segmentation_per_study.csv, segmentation.png")
@@ -115,14 +115,14 @@ def _cmd_evaluate_seg(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_radiomics(args: argparse.Namespace) -> int:
-    from models.train_radiomics import train
+    from training.train_radiomics import train
 
     train(args.studies, args.seed, args.phases, args.out, args.cache, args.figure)
     return 0
 
 
 def _cmd_train_classifier(args: argparse.Namespace) -> int:
-    from models.train_classifier import TrainConfig, train
+    from training.train_classifier import TrainConfig, train
 
     cfg = TrainConfig(studies=args.studies, steps=args.steps, batch=args.batch, lr=args.lr, folds=args.folds,
                       seed=args.seed, threads=args.threads, held_out_single=args.held_out_single,
@@ -136,7 +136,7 @@ def _cmd_train_classifier(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_unet(args: argparse.Namespace) -> int:
-    from models.train_unet import TrainConfig, train
+    from training.train_unet import TrainConfig, train
 
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch=args.batch,
                       crop=args.crop, lr=args.lr, train_studies=args.train_studies,
@@ -163,9 +163,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from dicomnode.config import load_config
     from dicomnode.demo import run_demo
+    from phantom import generate_study, write_study
 
+    cfg = load_config(args.config)
     args.out.mkdir(parents=True, exist_ok=True)
-    return run_demo(load_config(args.config), args.out, args.seed)
+    study = generate_study(args.seed, matrix=(512, 512))
+    folder = write_study(study, args.out)
+    truth = f"{study.params.label_name}, {len(study.params.lesions)} lesion(s)"
+    return run_demo(cfg, args.out, folder, truth)
 
 
 def _cmd_resend(args: argparse.Namespace) -> int:
@@ -185,8 +190,8 @@ def _cmd_resend(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from pipeline.phantom import generate_study, write_study
-    from pipeline.phantom.params import METASTASIS, PRIMARY
+    from phantom import generate_study, write_study
+    from phantom.params import METASTASIS, PRIMARY
 
     label = {"metastasis": METASTASIS, "primary": PRIMARY, None: None}[args.label]
     lo, hi = args.phases

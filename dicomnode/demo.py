@@ -48,10 +48,13 @@ NAMES = {"1.2.840.10008.5.1.4.1.1.66.4": "segmentation (SEG)",
          }
 
 
-def run_demo(cfg: Config, out: Path, seed: int, timeout_s: float = 300) -> int:
-    from dataclasses import replace
+def run_demo(cfg: Config, out: Path, folder: Path, truth: str, timeout_s: float = 300) -> int:
+    """Send the study written under ``folder`` (its series/ folder) through the node and report.
 
-    from pipeline.phantom import generate_study, write_study
+    The CLI makes the phantom study (``truth`` describes it): the node's own modules never import
+    the phantom generator.
+    """
+    from dataclasses import replace
 
     # progress goes to the console; the node's own log lines go to its JSON log file only
     cfg = replace(cfg, logging=replace(cfg.logging, console=False))
@@ -65,12 +68,9 @@ def run_demo(cfg: Config, out: Path, seed: int, timeout_s: float = 300) -> int:
     else:
         print(f"using the running node {cfg.node.ae_title} on port {port}")
     try:
-        study = generate_study(seed, matrix=(512, 512))
-        folder = write_study(study, out)
         files = sorted((folder / "series").glob("*.dcm"))
         series_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
-        print(f"phantom study written to {folder} (ground truth: {study.params.label_name}, "
-              f"{len(study.params.lesions)} lesion(s))")
+        print(f"phantom study written to {folder} (ground truth: {truth})")
         results = send_files(files, cfg.node.ae_title, "127.0.0.1", port, calling_ae="SPINENODE_DEMO")
         print(f"sent {sum(r.status == 0 for r in results)} of {len(files)} instances")
         job = _wait(sessions, series_uid, timeout_s)

@@ -1,1 +1,3 @@
-"""Network definitions, their training and evaluation, and the shipped weights (weights/)."""
+"""Network definitions, their input/output conventions, the radiomics signature, the shipped weights
+(weights/) and their model cards (cards/). Imports nothing of this project: training lives in
+``training``, the analysis that runs the networks in ``pipeline``."""

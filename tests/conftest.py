@@ -12,7 +12,7 @@ import pytest
 
 from dicomnode.config import Config, load_config
 from dicomnode.node import Node, setup
-from pipeline.phantom import generate_study, write_study
+from phantom import generate_study, write_study
 
 REPO = Path(__file__).resolve().parent.parent
 

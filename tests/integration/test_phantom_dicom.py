@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from pipeline.phantom import generate_study, write_study
+from phantom import generate_study, write_study
 from pipeline.volume import load_series
 from tests.conftest import require_tool
 

@@ -19,10 +19,10 @@ from sqlalchemy import select
 from dicomnode import sender
 from dicomnode.db import OutboxItem, OutboxState
 from dicomnode.scu import send_files
+from phantom.writer import read_truth
 from pipeline.analysis import analyse
 from pipeline.outputs.build import build_results, source_headers
 from pipeline.outputs.sr import PRIMARY_BONE_MALIGNANCY
-from pipeline.phantom.writer import read_truth
 from tests.conftest import require_tool, wait_for
 
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"

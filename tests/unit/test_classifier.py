@@ -9,9 +9,9 @@ import pydicom
 import pytest
 import torch
 
-from models.classifier_data import CubeSet, phantom_items, read_labels, site_items
-from models.train_classifier import TrainConfig, cross_validate, predict, train_network
 from pipeline.classification import DEFAULT_WEIGHTS, Classifier
+from training.classifier_data import CubeSet, phantom_items, read_labels, site_items
+from training.train_classifier import TrainConfig, cross_validate, predict, train_network
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_label_file_is_checked(tmp_path: Path) -> None:
 
 
 def test_a_site_folder_with_a_label_file_gives_labelled_cubes(tmp_path: Path) -> None:
-    from pipeline.phantom import generate_study, write_study
+    from phantom import generate_study, write_study
 
     labels = tmp_path / "labels.csv"
     rows = []

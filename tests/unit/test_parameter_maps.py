@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from phantom import generate_study, write_study
+from phantom.params import METASTASIS, PRIMARY
 from pipeline.parameter_maps import SINGLE_PHASE_NOTE, compute
-from pipeline.phantom import generate_study, write_study
-from pipeline.phantom.params import METASTASIS, PRIMARY
 from pipeline.volume import load_series
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from pipeline.phantom import MATRICES, generate_study, sample_params
-from pipeline.phantom.params import METASTASIS, PRIMARY
+from phantom import MATRICES, generate_study, sample_params
+from phantom.params import METASTASIS, PRIMARY
 
 
 def test_same_seed_same_arrays() -> None:

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.radiomics_signature import Signature, cross_validate, fit, mrmr
-from models.train_radiomics import study_features
+from models.radiomics_signature import Signature
+from phantom import generate_study
 from pipeline.lesions import largest_component
-from pipeline.phantom import generate_study
 from pipeline.radiomics import extract
+from training.signature import cross_validate, fit, mrmr
+from training.train_radiomics import study_features
 
 
 def test_the_papers_1316_features_per_map() -> None:

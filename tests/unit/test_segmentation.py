@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from phantom import generate_study
 from pipeline.lesions import find_lesions, max_diameter
 from pipeline.metrics import segmentation_scores
-from pipeline.phantom import generate_study
 from pipeline.region_growing import segment
 from pipeline.volume import Volume
 

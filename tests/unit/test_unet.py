@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from models import weights
-from models.train_unet import TrainConfig, train
 from models.unet import AttentionGate, AttentionResUNet, ResidualBlock
 from models.unet_io import from_network, mask_to_network, segmentation_input, to_network
+from training.train_unet import TrainConfig, train
 
 
 def test_residual_block_shapes_and_shortcut() -> None:
@@ -97,8 +97,8 @@ def test_training_runs_two_steps_and_resumes(tmp_path: Path) -> None:
 
 def test_site_folder_of_dicom_and_seg_gives_the_same_masks(tmp_path: Path) -> None:
     """How a site retrains: any tree of DICOM series + SEG files; masks match the ground truth."""
-    from models.seg_data import labelled_folder
-    from pipeline.phantom import generate_study, write_study
+    from phantom import generate_study, write_study
+    from training.seg_data import labelled_folder
 
     studies = {s: generate_study(s, matrix=(256, 192), phases=p) for s, p in ((31, 1), (32, 3))}
     for study in studies.values():

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.phantom import enhancement
-from pipeline.phantom.params import SLICE_THICKNESS_MM, SLICES_PER_PHASE, StudyParams, sample_params
-from pipeline.phantom.shapes import (
+from phantom import enhancement
+from phantom.params import SLICE_THICKNESS_MM, SLICES_PER_PHASE, StudyParams, sample_params
+from phantom.shapes import (
     Box,
     Canvas,
     FloatArray,

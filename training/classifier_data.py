@@ -73,7 +73,7 @@ def volume_cube(volume: Volume, mask: np.ndarray) -> np.ndarray:
 def phantom_items(seeds: Iterable[int], dynamic_fraction: float = 0.4,
                   phases: int | None = None) -> Iterable[tuple[str, Volume, np.ndarray, int]]:
     """Phantom studies; ``phases`` fixes the phase count, else a share are dynamic (3-8 phases)."""
-    from pipeline.phantom import generate_study
+    from phantom import generate_study
 
     for seed in seeds:
         rng = np.random.default_rng([seed, 77])
@@ -97,9 +97,9 @@ def read_labels(path: Path) -> dict[str, int]:
 
 
 def site_items(root: Path, labels_file: Path) -> list[tuple[str, Volume, np.ndarray, int]]:
-    """A site's labelled series (see ``models.seg_data.labelled_folder``) with their study label;
+    """A site's labelled series (see ``training.seg_data.labelled_folder``) with their study label;
     series whose study has no label are skipped, and said so."""
-    from models.seg_data import labelled_folder
+    from training.seg_data import labelled_folder
 
     labels = read_labels(labels_file)
     items, unlabelled = [], 0

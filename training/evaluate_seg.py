@@ -16,8 +16,8 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from models.unet_io import segmentation_input
+from phantom import generate_study
 from pipeline.metrics import segmentation_scores
-from pipeline.phantom import generate_study
 from pipeline.region_growing import segment as region_growing
 from pipeline.segmentation import UNetSegmenter
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.phantom.params import METASTASIS, StudyParams
+from phantom.params import METASTASIS, StudyParams
 
 
 def _plateau(phases: int) -> np.ndarray:

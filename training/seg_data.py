@@ -42,7 +42,7 @@ def prepare(pixels: np.ndarray, mask: np.ndarray) -> SliceSet:
 
 def phantom_studies(seeds: range, dynamic_fraction: float = 0.25) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(seed, pixels, mask) for each seed, over the whole phantom range (matrix, tilt, gain...)."""
-    from pipeline.phantom import generate_study
+    from phantom import generate_study
 
     for seed in seeds:
         rng = np.random.default_rng([seed, 99])

@@ -17,8 +17,9 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from models import seg_data, weights
+from models import weights
 from models.unet import AttentionResUNet
+from training import seg_data
 
 VALIDATION_SEED = 20000
 

@@ -29,11 +29,11 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from models import weights
-from models.classifier_data import CubeSet, phantom_items, site_items
-from models.cv_metrics import binary_metrics, summarise
 from models.inception3d import InceptionResNet3D
 from pipeline.cube import CHANNELS
 from pipeline.volume import Volume
+from training.classifier_data import CubeSet, phantom_items, site_items
+from training.cv_metrics import binary_metrics, summarise
 
 TRAIN_SEED = 40000
 HELD_OUT_SEED = 910000
@@ -111,8 +111,8 @@ def cross_validate(data: CubeSet, cfg: TrainConfig) -> dict[str, Any]:
 def radiomics_probabilities(items: Iterable[tuple[str, Volume, np.ndarray, int]]) -> np.ndarray:
     """P(metastasis) of the shipped radiomics signature for each study."""
     from models.radiomics_signature import Signature
-    from models.train_radiomics import lesion_features
     from pipeline.analysis import SIGNATURES
+    from training.train_radiomics import lesion_features
 
     out = []
     for _, volume, mask, _ in items:

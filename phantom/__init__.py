@@ -7,9 +7,9 @@ a DICOM Segmentation of the ground truth and a JSON file.
 
 from __future__ import annotations
 
-from pipeline.phantom.generator import PhantomStudy, generate_study
-from pipeline.phantom.params import LABEL_NAMES, MATRICES, StudyParams, sample_params
-from pipeline.phantom.writer import TRANSFER_SYNTAXES, write_study
+from phantom.generator import PhantomStudy, generate_study
+from phantom.params import LABEL_NAMES, MATRICES, StudyParams, sample_params
+from phantom.writer import TRANSFER_SYNTAXES, write_study
 
 __all__ = [
     "LABEL_NAMES",

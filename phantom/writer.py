@@ -29,8 +29,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from pipeline.phantom.generator import PhantomStudy
-from pipeline.phantom.params import SLICE_THICKNESS_MM, SLICES_PER_PHASE
+from phantom.generator import PhantomStudy
+from phantom.params import SLICE_THICKNESS_MM, SLICES_PER_PHASE
 from pipeline.reproducible import pin_generated_values
 from pipeline.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, derived_uid
 
@@ -254,7 +254,7 @@ def write_study(
     }
     (folder / "truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
     if preview:
-        from pipeline.phantom.preview import write_preview
+        from phantom.preview import write_preview
 
         write_preview(study.pixels[phase], study.mask, folder / "preview.png")
     return folder

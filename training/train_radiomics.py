@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from models.radiomics_signature import cross_validate, fit
+from phantom import generate_study
 from pipeline.lesions import largest_component
 from pipeline.parameter_maps import with_marrow_reference
-from pipeline.phantom import generate_study
 from pipeline.radiomics import extract
 from pipeline.volume import Volume
+from training.signature import cross_validate, fit
 
 
 def lesion_features(volume: Volume, mask: np.ndarray) -> dict[str, float]:
