@@ -30,5 +30,17 @@ class DiskFullError(StorageError):
     """Not enough free disk space to store the instance."""
 
 
+class StoreRefused(StorageError):
+    """The node refused a received instance."""
+
+    def __init__(self, status: int, reason: str, detail: str | None = None, *,
+                 sop_instance_uid: str | None = None) -> None:
+        super().__init__(detail)
+        self.status = status  # the DICOM status the C-STORE answers with
+        self.reason = reason  # a stable word for logs and scripts
+        self.detail = detail
+        self.sop_instance_uid = sop_instance_uid
+
+
 class JobLeaseLost(NodeError):
     """The worker no longer holds the lease on its job (it expired and was reclaimed)."""

@@ -2,7 +2,8 @@
 
 The C-STORE handler validates the UIDs, writes the encoded bytes atomically, records one row and
 returns a status. It never decodes pixel data or runs analysis. Every failure becomes a specific
-DICOM status with the reason logged:
+DICOM status: its step raises ``StoreRefused``, and the handler answers with that status and logs
+one ``store_refused`` event with the reason:
 
 =======  ==========================================================
 0x0000   stored (or an identical copy was already stored)
@@ -21,6 +22,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydicom.dataset import Dataset
 from sqlalchemy import select
@@ -30,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dicomnode import storage
 from dicomnode.config import NodeConfig
 from dicomnode.db import Instance, Series, SeriesState, Study, utcnow
-from dicomnode.errors import DiskFullError, InvalidUIDError
+from dicomnode.errors import DiskFullError, InvalidUIDError, StoreRefused
 from dicomnode.logs import get_logger
 
 log = get_logger(__name__)
@@ -42,6 +44,8 @@ OUT_OF_RESOURCES_DATABASE = 0xA702
 SOP_CLASS_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC210
 INVALID_UID = 0xC211
+# refusals caused by what the sender sent: logged as warnings with its AE; the rest are the node's own errors
+SENDER_DATA_STATUSES = frozenset({SOP_CLASS_MISMATCH, CANNOT_UNDERSTAND, INVALID_UID})
 
 
 @dataclass
@@ -77,7 +81,7 @@ def _record(session: Session, h: storage.HeaderSummary, relpath: Path, size: int
     if series.state is SeriesState.ABSTAINED:
         # a missing slice that arrives after the quiet period re-opens the series
         series.state = SeriesState.RECEIVING
-        series.reason = None
+        series.reasons = None
     series.instance_count += 1
     series.late_instances += int(late)
     series.last_received_at = now
@@ -95,73 +99,108 @@ def _existing_digest(session: Session, sop_uid: str) -> str | None:
     return session.scalar(select(Instance.sha256).where(Instance.sop_instance_uid == sop_uid))
 
 
-def handle_store(event, ctx: StoreContext) -> int:  # noqa: ANN001, PLR0911 - one status per failure
+def handle_store(event, ctx: StoreContext) -> int:  # noqa: ANN001 - pynetdicom Event
+    """Store one instance; the first step that refuses it sets the status, logged once here."""
     calling_ae = event.assoc.requestor.ae_title
-    request_class = str(event.request.AffectedSOPClassUID)
+    try:
+        header = _checked_header(event)
+        data = event.encoded_dataset(include_meta=True)
+        digest = storage.sha256(data)
+        ts = str(event.context.transfer_syntax)
+        with ctx.lock:  # lookup, write and record must not interleave between associations
+            known = _known_digest(ctx, header.sop_instance_uid)
+            if known is not None:
+                return _duplicate(ctx, header, data, digest, known, calling_ae)
+            relpath = _write_instance(ctx, header, data)
+            recorded = _record_instance(ctx, header, relpath, len(data), digest, ts, calling_ae)
+    except StoreRefused as refused:
+        level = log.warning if refused.status in SENDER_DATA_STATUSES else log.error
+        level("store_refused", **_refusal_fields(refused, calling_ae))
+        return refused.status
+    if recorded is None:  # another process recorded the same instance a moment ago
+        return SUCCESS
+    log.info("instance_stored", sop_instance_uid=header.sop_instance_uid,
+             series_uid=header.series_uid, transfer_syntax=ts, bytes=len(data), calling_ae=calling_ae)
+    if recorded.late:
+        log.warning("instance_after_decision", sop_instance_uid=header.sop_instance_uid,
+                    series_uid=header.series_uid)
+    ctx.on_stored(recorded.series_id)
+    return SUCCESS
+
+
+def _refusal_fields(refused: StoreRefused, calling_ae: str) -> dict[str, Any]:
+    """The store_refused key/values; the sender's AE only where the sender's data is at fault."""
+    fields = {"status": hex(refused.status), "reason": refused.reason, "detail": refused.detail,
+              "sop_instance_uid": refused.sop_instance_uid}
+    fields = {key: value for key, value in fields.items() if value is not None}
+    if refused.status in SENDER_DATA_STATUSES:
+        fields["calling_ae"] = calling_ae
+    return fields
+
+
+def _checked_header(event) -> storage.HeaderSummary:  # noqa: ANN001 - pynetdicom Event
+    """Decode the header and check it against the request: whatever fails here is the sender's data."""
     try:
         ds: Dataset = event.dataset
         ds.file_meta = event.file_meta
         header = storage.summarise(ds)
     except InvalidUIDError as exc:
-        log.warning("store_refused", status=hex(INVALID_UID), reason="invalid_uid", detail=str(exc),
-                    calling_ae=calling_ae)
-        return INVALID_UID
+        raise StoreRefused(INVALID_UID, "invalid_uid", str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - any decode failure is the sender's data
-        log.warning("store_refused", status=hex(CANNOT_UNDERSTAND), reason="undecodable",
-                    detail=type(exc).__name__, calling_ae=calling_ae)
-        return CANNOT_UNDERSTAND
-    if header.sop_class_uid != request_class:
-        log.warning("store_refused", status=hex(SOP_CLASS_MISMATCH), reason="sop_class_mismatch",
-                    sop_instance_uid=header.sop_instance_uid, calling_ae=calling_ae)
-        return SOP_CLASS_MISMATCH
+        raise StoreRefused(CANNOT_UNDERSTAND, "undecodable", type(exc).__name__) from exc
+    if header.sop_class_uid != str(event.request.AffectedSOPClassUID):
+        raise StoreRefused(SOP_CLASS_MISMATCH, "sop_class_mismatch", sop_instance_uid=header.sop_instance_uid)
     if header.sop_instance_uid != str(event.request.AffectedSOPInstanceUID):
-        log.warning("store_refused", status=hex(INVALID_UID), reason="sop_instance_mismatch",
-                    sop_instance_uid=header.sop_instance_uid, calling_ae=calling_ae)
-        return INVALID_UID
-    data = event.encoded_dataset(include_meta=True)
-    digest = storage.sha256(data)
+        raise StoreRefused(INVALID_UID, "sop_instance_mismatch", sop_instance_uid=header.sop_instance_uid)
+    return header
+
+
+def _known_digest(ctx: StoreContext, sop_uid: str) -> str | None:
+    """The digest stored under this SOP Instance UID, if any: a duplicate is never written twice."""
+    try:
+        with ctx.sessions() as session:
+            return _existing_digest(session, sop_uid)
+    except SQLAlchemyError as exc:
+        raise StoreRefused(OUT_OF_RESOURCES_DATABASE, "database", type(exc).__name__) from exc
+
+
+def _write_failed(exc: OSError) -> StoreRefused:
+    return StoreRefused(OUT_OF_RESOURCES_WRITE, "write_failed", f"{type(exc).__name__}: {exc.strerror}")
+
+
+def _write_instance(ctx: StoreContext, header: storage.HeaderSummary, data: bytes) -> Path:
+    """Check the free space, then write atomically; returns the path relative to data_dir."""
     relpath = storage.instance_relpath(header.study_uid, header.series_uid, header.sop_instance_uid)
-    ts = str(event.context.transfer_syntax)
-    with ctx.lock:
-        try:
-            with ctx.sessions() as session:
-                known = _existing_digest(session, header.sop_instance_uid)
-        except SQLAlchemyError as exc:
-            log.error("store_refused", status=hex(OUT_OF_RESOURCES_DATABASE), reason="database",
-                      detail=type(exc).__name__)
-            return OUT_OF_RESOURCES_DATABASE
-        if known is not None:
-            return _duplicate(ctx, header, data, digest, known, calling_ae)
-        try:
-            storage.check_free_space(ctx.node.data_dir, ctx.node.min_free_disk_mb, len(data))
-            storage.write_atomic(ctx.node.data_dir / relpath, data, fsync=ctx.node.fsync)
-        except DiskFullError as exc:
-            log.error("store_refused", status=hex(OUT_OF_RESOURCES_DISK), reason="disk_full",
-                      detail=str(exc))
-            return OUT_OF_RESOURCES_DISK
-        except OSError as exc:
-            log.error("store_refused", status=hex(OUT_OF_RESOURCES_WRITE), reason="write_failed",
-                      detail=f"{type(exc).__name__}: {exc.strerror}")
-            return OUT_OF_RESOURCES_WRITE
-        try:
-            with ctx.sessions.begin() as session:
-                series, late = _record(session, header, relpath, len(data), digest, ts, calling_ae)
-                session.flush()
-                series_id = series.id
-        except IntegrityError:  # another process stored the same instance a moment ago
-            log.info("instance_duplicate", sop_instance_uid=header.sop_instance_uid, race=True)
-            return SUCCESS
-        except SQLAlchemyError as exc:
-            log.error("store_refused", status=hex(OUT_OF_RESOURCES_DATABASE), reason="database",
-                      detail=type(exc).__name__)
-            return OUT_OF_RESOURCES_DATABASE
-    log.info("instance_stored", sop_instance_uid=header.sop_instance_uid,
-             series_uid=header.series_uid, transfer_syntax=ts, bytes=len(data), calling_ae=calling_ae)
-    if late:
-        log.warning("instance_after_decision", sop_instance_uid=header.sop_instance_uid,
-                    series_uid=header.series_uid)
-    ctx.on_stored(series_id)
-    return SUCCESS
+    try:
+        storage.check_free_space(ctx.node.data_dir, ctx.node.min_free_disk_mb, len(data))
+        storage.write_atomic(ctx.node.data_dir / relpath, data, fsync=ctx.node.fsync)
+    except DiskFullError as exc:
+        raise StoreRefused(OUT_OF_RESOURCES_DISK, "disk_full", str(exc)) from exc
+    except OSError as exc:
+        raise _write_failed(exc) from exc
+    return relpath
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    series_id: int
+    late: bool  # the series had already been decided when this instance arrived
+
+
+def _record_instance(ctx: StoreContext, header: storage.HeaderSummary, relpath: Path, size: int,
+                     digest: str, ts: str, calling_ae: str) -> _Recorded | None:
+    """Record the written file; None when another process recorded the same instance first."""
+    try:
+        with ctx.sessions.begin() as session:
+            series, late = _record(session, header, relpath, size, digest, ts, calling_ae)
+            session.flush()
+            series_id = series.id
+    except IntegrityError:  # another process stored the same instance a moment ago
+        log.info("instance_duplicate", sop_instance_uid=header.sop_instance_uid, race=True)
+        return None
+    except SQLAlchemyError as exc:
+        raise StoreRefused(OUT_OF_RESOURCES_DATABASE, "database", type(exc).__name__) from exc
+    return _Recorded(series_id, late)
 
 
 def _duplicate(ctx: StoreContext, header: storage.HeaderSummary, data: bytes, digest: str,
@@ -174,9 +213,7 @@ def _duplicate(ctx: StoreContext, header: storage.HeaderSummary, data: bytes, di
     try:
         storage.write_atomic(path, data, fsync=ctx.node.fsync)
     except OSError as exc:
-        log.error("store_refused", status=hex(OUT_OF_RESOURCES_WRITE), reason="write_failed",
-                  detail=f"{type(exc).__name__}: {exc.strerror}")
-        return OUT_OF_RESOURCES_WRITE
+        raise _write_failed(exc) from exc
     log.warning("instance_conflict", sop_instance_uid=header.sop_instance_uid, calling_ae=calling_ae,
                 kept_as=str(path.relative_to(ctx.node.data_dir)))
     return SUCCESS

@@ -24,7 +24,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dicomnode.config import ProtocolConfig
@@ -112,6 +112,73 @@ def axial_angle_deg(orientation: Sequence[float]) -> float | None:
     return math.degrees(math.acos(min(1.0, abs(n[2]))))
 
 
+@dataclass
+class _Findings:
+    """Reasons (in order, repeats allowed) and their details, collected across the checks."""
+
+    reasons: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+
+    def add(self, reason: str, detail: str) -> None:
+        self.reasons.append(reason)
+        self.details.append(detail)
+
+
+def _differs(a: Sequence[float], b: Sequence[float]) -> bool:
+    return max(abs(x - y) for x, y in zip(a, b, strict=True)) > 1e-3
+
+
+def _same_frame(s: SliceInfo, ref: SliceInfo) -> bool:
+    """Same orientation, matrix and pixel spacing as the reference slice: one acquisition."""
+    assert s.orientation is not None and ref.orientation is not None
+    return not (_differs(s.orientation, ref.orientation) or s.rows != ref.rows or s.columns != ref.columns
+                or bool(s.pixel_spacing and ref.pixel_spacing and _differs(s.pixel_spacing, ref.pixel_spacing)))
+
+
+def _phase_distances(slices: Sequence[SliceInfo], normal: Sequence[float]) -> dict[int, list[float]]:
+    """Each slice's distance along the normal, per temporal phase (1 when the header has none)."""
+    phases: dict[int, list[float]] = defaultdict(list)
+    for s in slices:
+        assert s.position is not None
+        phases[s.temporal_position or 1].append(sum(p * n for p, n in zip(s.position, normal, strict=True)))
+    return phases
+
+
+def _check_phase_count(found: _Findings, phases: Mapping[int, list[float]], n_phases: int) -> None:
+    if len(phases) != n_phases or set(phases) != set(range(1, n_phases + 1)):
+        found.add("phase_count", f"{len(phases)} of {n_phases} temporal phases present")
+
+
+def _check_phase_spacing(found: _Findings, phase: int, dists: list[float], cfg: ProtocolConfig,
+                         thickness: float | None) -> None:
+    """One phase: the expected slice count, no duplicates, even and contiguous spacing."""
+    dists.sort()
+    want = cfg.slices_per_phase
+    if len(dists) != want:
+        found.add("slice_count", f"phase {phase}: {len(dists)} of {want} slices")
+        return
+    steps = [b - a for a, b in zip(dists, dists[1:], strict=False)]
+    if any(abs(s) < 1e-3 for s in steps):
+        found.add("duplicate_position", f"phase {phase}: two slices at the same position")
+        return
+    median = sorted(steps)[len(steps) // 2] if steps else 0.0
+    if steps and max(steps) > 1.5 * median:
+        found.add("gap", f"phase {phase}: a gap of {max(steps):.2f} mm (spacing {median:.2f} mm)")
+    elif steps and max(abs(s - median) for s in steps) > cfg.spacing_tolerance * median:
+        found.add("uneven_spacing", f"phase {phase}: spacing varies around {median:.2f} mm")
+    if thickness and median > thickness * 1.5:
+        found.add("gap", f"spacing {median:.2f} mm against slice thickness {thickness:.2f} mm")
+
+
+def _check_phases_aligned(found: _Findings, phases: Mapping[int, list[float]], want: int) -> None:
+    """Every phase at the positions of phase 1; only asked while nothing else is wrong."""
+    first = sorted(phases.get(1, []))
+    for phase, dists in phases.items():
+        if phase != 1 and len(dists) == len(first) == want and not found.reasons and max(
+                abs(a - b) for a, b in zip(sorted(dists), first, strict=True)) > 0.1:
+            found.add("inconsistent_geometry", f"phase {phase} is not at the positions of phase 1")
+
+
 def _geometry_reasons(
     slices: Sequence[SliceInfo], cfg: ProtocolConfig, expected_phases: int
 ) -> tuple[list[str], str, int]:
@@ -120,56 +187,19 @@ def _geometry_reasons(
         return ["missing_geometry"], "an instance lacks ImagePositionPatient/Orientation", 0
     ref = slices[0]
     assert ref.orientation is not None
-    for s in slices:
-        assert s.orientation is not None
-        if (max(abs(a - b) for a, b in zip(s.orientation, ref.orientation, strict=True)) > 1e-3
-                or s.rows != ref.rows or s.columns != ref.columns
-                or (s.pixel_spacing and ref.pixel_spacing
-                    and max(abs(a - b) for a, b in zip(s.pixel_spacing, ref.pixel_spacing, strict=True)) > 1e-3)):
-            return ["inconsistent_geometry"], "orientation, matrix or pixel spacing differ", 0
+    if not all(_same_frame(s, ref) for s in slices):
+        return ["inconsistent_geometry"], "orientation, matrix or pixel spacing differ", 0
     normal = slice_normal(ref.orientation)
     if normal is None:
         return ["inconsistent_geometry"], "row and column cosines are parallel", 0
-    phases: dict[int, list[float]] = defaultdict(list)
-    for s in slices:
-        assert s.position is not None
-        phases[s.temporal_position or 1].append(sum(p * n for p, n in zip(s.position, normal, strict=True)))
+    phases = _phase_distances(slices, normal)
     n_phases = max(expected_phases, len(phases))
-    reasons: list[str] = []
-    details: list[str] = []
-    if len(phases) != n_phases or set(phases) != set(range(1, n_phases + 1)):
-        reasons.append("phase_count")
-        details.append(f"{len(phases)} of {n_phases} temporal phases present")
-    want = cfg.slices_per_phase
+    found = _Findings()
+    _check_phase_count(found, phases, n_phases)
     for phase, dists in sorted(phases.items()):
-        dists.sort()
-        if len(dists) != want:
-            reasons.append("slice_count")
-            details.append(f"phase {phase}: {len(dists)} of {want} slices")
-            continue
-        steps = [b - a for a, b in zip(dists, dists[1:], strict=False)]
-        if any(abs(s) < 1e-3 for s in steps):
-            reasons.append("duplicate_position")
-            details.append(f"phase {phase}: two slices at the same position")
-            continue
-        median = sorted(steps)[len(steps) // 2] if steps else 0.0
-        if steps and max(steps) > 1.5 * median:
-            reasons.append("gap")
-            details.append(f"phase {phase}: a gap of {max(steps):.2f} mm (spacing {median:.2f} mm)")
-        elif steps and max(abs(s - median) for s in steps) > cfg.spacing_tolerance * median:
-            reasons.append("uneven_spacing")
-            details.append(f"phase {phase}: spacing varies around {median:.2f} mm")
-        thickness = ref.slice_thickness
-        if thickness and median > thickness * 1.5:
-            reasons.append("gap")
-            details.append(f"spacing {median:.2f} mm against slice thickness {thickness:.2f} mm")
-    first = sorted(phases.get(1, []))
-    for phase, dists in phases.items():
-        if phase != 1 and len(dists) == len(first) == want and not reasons and max(
-                abs(a - b) for a, b in zip(sorted(dists), first, strict=True)) > 0.1:
-            reasons.append("inconsistent_geometry")
-            details.append(f"phase {phase} is not at the positions of phase 1")
-    return list(dict.fromkeys(reasons)), "; ".join(details), n_phases
+        _check_phase_spacing(found, phase, dists, cfg, ref.slice_thickness)
+    _check_phases_aligned(found, phases, cfg.slices_per_phase)
+    return list(dict.fromkeys(found.reasons)), "; ".join(found.details), n_phases
 
 
 def evaluate(
