@@ -101,6 +101,30 @@ def generate_study(
     return PhantomStudy(params=params, pixels=pixels, mask=mask)
 
 
+@dataclass(frozen=True)
+class _Textures:
+    """Multiplicative texture fields of the soft tissues and the marrow."""
+
+    viscera: FloatArray
+    muscle: FloatArray
+    marrow: FloatArray
+
+    @classmethod
+    def make(cls, fine: FloatArray, coarse: FloatArray) -> _Textures:
+        return cls(viscera=1.0 + 0.18 * coarse + 0.06 * fine,
+                   muscle=1.0 + 0.05 * fine + 0.03 * coarse,
+                   marrow=1.0 + 0.10 * fine + 0.04 * coarse)
+
+
+@dataclass(frozen=True)
+class _Canal:
+    """The spinal canal: width and depth (mm) and its centre's y per slice."""
+
+    width: float
+    depth: float
+    y: FloatArray
+
+
 def _paint_anatomy(
     pt: _Painter,
     p: StudyParams,
@@ -112,45 +136,109 @@ def _paint_anatomy(
     """Body, viscera, muscles, vessels, vertebra and canal; returns the marrow membership."""
     cv = pt.cv
     z = cv.z
-    ox, oy = p.spine_offset_mm
+    oy = p.spine_offset_mm[1]
     a = 0.5 * p.body_width_mm * _vary(rng, z, 0.05)
     b = 0.5 * p.body_depth_mm * _vary(rng, z, 0.05)
-    viscera_tex = 1.0 + 0.18 * coarse + 0.06 * fine
-    muscle_tex = 1.0 + 0.05 * fine + 0.03 * coarse
-    marrow_tex = 1.0 + 0.10 * fine + 0.04 * coarse
+    tex = _Textures.make(fine, coarse)
+    lumbar = _paint_torso(pt, p, curves, rng, tex, coarse)
+    canal_w = p.canal_width_mm
+    canal_d = canal_w * rng.uniform(0.65, 0.85)
+    canal = _Canal(width=canal_w, depth=canal_d, y=oy + b + canal_d / 2 + 1.0)
+    _paint_muscles(pt, p, curves, rng, a, canal, lumbar, tex.muscle)
+    _paint_vessels(pt, p, curves, rng, b, fine)
+    _paint_posterior_elements(pt, p, curves, rng, canal, tex.marrow)
+    body_marrow = _paint_vertebral_body(pt, p, curves, a, b, tex.marrow)
+    _paint_canal(pt, p, curves, rng, canal, tex.muscle)
 
-    # torso: subcutaneous fat (suppressed, so dark), then the abdominal/thoracic contents
+    marrow = np.zeros(cv.shape, dtype=np.float32)
+    if body_marrow is not None:
+        marrow[body_marrow[0]] = body_marrow[1]
+    return marrow
+
+
+def _paint_torso(
+    pt: _Painter,
+    p: StudyParams,
+    curves: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    tex: _Textures,
+    coarse: FloatArray,
+) -> bool:
+    """Subcutaneous fat (suppressed, so dark), the abdominal/thoracic contents, then kidneys or
+    lungs; returns whether the level is lumbar (kidneys)."""
+    cv = pt.cv
+    ox, oy = p.spine_offset_mm
     tx, ty = ox * 0.3 + rng.uniform(-10, 10), oy - rng.uniform(30, 45)
     ta, tb = rng.uniform(150, 180), rng.uniform(105, 130)
     fat_mm = rng.uniform(8, 22)
     pt.paint(ellipse(cv, tx, ty, ta, tb), curves["fat"])
-    pt.paint(ellipse(cv, tx, ty - 3, ta - fat_mm, tb - fat_mm), curves["viscera"], viscera_tex)
+    pt.paint(ellipse(cv, tx, ty - 3, ta - fat_mm, tb - fat_mm), curves["viscera"], tex.viscera)
     lumbar = rng.random() < 0.6
-    if lumbar:  # kidneys: bright enhancing cortex around a darker sinus
-        for side in (-1, 1):
-            kx, ky = ox + side * rng.uniform(55, 70), oy + rng.uniform(-5, 10)
-            ka, kb = rng.uniform(22, 28) * _vary(rng, z, 0.1), rng.uniform(28, 36)
-            pt.paint(ellipse(cv, kx, ky, ka, kb, side * 0.5), curves["kidney"], muscle_tex)
-            pt.paint(ellipse(cv, kx - side * 6, ky, ka * 0.45, kb * 0.5, side * 0.5), curves["fat"])
-    else:  # lungs: dark air spaces on both sides of the mediastinum
-        for side in (-1, 1):
-            lx, ly = ox + side * rng.uniform(70, 85), oy - rng.uniform(20, 35)
-            pt.paint(ellipse(cv, lx, ly, rng.uniform(45, 60), rng.uniform(60, 75), side * 0.2),
-                     curves["air"] + 8.0, 1.0 + 0.3 * coarse)
-    # intermuscular fat plane then muscles: psoas anterolateral, erector spinae posterior
-    ps = p.psoas_scale * (1.2 if lumbar else 0.6)
-    canal_w = p.canal_width_mm
-    canal_d = canal_w * rng.uniform(0.65, 0.85)
-    canal_y = oy + b + canal_d / 2 + 1.0
+    if lumbar:
+        _paint_kidneys(pt, p, curves, rng, tex.muscle)
+    else:
+        _paint_lungs(pt, p, curves, rng, coarse)
+    return lumbar
+
+
+def _paint_kidneys(
+    pt: _Painter, p: StudyParams, curves: dict[str, np.ndarray], rng: np.random.Generator,
+    muscle_tex: FloatArray,
+) -> None:
+    """Kidneys: bright enhancing cortex around a darker sinus."""
+    cv = pt.cv
+    ox, oy = p.spine_offset_mm
     for side in (-1, 1):
-        ex, ey = ox + side * rng.uniform(20, 26), canal_y + rng.uniform(14, 20)
+        kx, ky = ox + side * rng.uniform(55, 70), oy + rng.uniform(-5, 10)
+        ka, kb = rng.uniform(22, 28) * _vary(rng, cv.z, 0.1), rng.uniform(28, 36)
+        pt.paint(ellipse(cv, kx, ky, ka, kb, side * 0.5), curves["kidney"], muscle_tex)
+        pt.paint(ellipse(cv, kx - side * 6, ky, ka * 0.45, kb * 0.5, side * 0.5), curves["fat"])
+
+
+def _paint_lungs(
+    pt: _Painter, p: StudyParams, curves: dict[str, np.ndarray], rng: np.random.Generator,
+    coarse: FloatArray,
+) -> None:
+    """Lungs: dark air spaces on both sides of the mediastinum."""
+    cv = pt.cv
+    ox, oy = p.spine_offset_mm
+    for side in (-1, 1):
+        lx, ly = ox + side * rng.uniform(70, 85), oy - rng.uniform(20, 35)
+        pt.paint(ellipse(cv, lx, ly, rng.uniform(45, 60), rng.uniform(60, 75), side * 0.2),
+                 curves["air"] + 8.0, 1.0 + 0.3 * coarse)
+
+
+def _paint_muscles(
+    pt: _Painter,
+    p: StudyParams,
+    curves: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    a: FloatArray,
+    canal: _Canal,
+    lumbar: bool,
+    muscle_tex: FloatArray,
+) -> None:
+    """Intermuscular fat plane then muscles: psoas anterolateral, erector spinae posterior."""
+    cv = pt.cv
+    ox, oy = p.spine_offset_mm
+    ps = p.psoas_scale * (1.2 if lumbar else 0.6)
+    for side in (-1, 1):
+        ex, ey = ox + side * rng.uniform(20, 26), canal.y + rng.uniform(14, 20)
         ea, eb = rng.uniform(17, 22), rng.uniform(20, 26)
         pt.paint(ellipse(cv, ex, ey, ea + 2.5, eb + 2.5, side * 0.25), curves["fat"])
         pt.paint(ellipse(cv, ex, ey, ea, eb, side * 0.25), curves["muscle"], muscle_tex)
         px_, py_ = ox + side * (a + 6 + 8 * ps), oy + rng.uniform(-4, 4)
         pt.paint(ellipse(cv, px_, py_, 6 + 8 * ps, 7 + 9 * ps, side * 0.4), curves["muscle"],
                  muscle_tex)
-    # great vessels: aorta anterior-left (bright after contrast), IVC anterior-right
+
+
+def _paint_vessels(
+    pt: _Painter, p: StudyParams, curves: dict[str, np.ndarray], rng: np.random.Generator,
+    b: FloatArray, fine: FloatArray,
+) -> None:
+    """Great vessels: aorta anterior-left (bright after contrast), IVC anterior-right."""
+    cv = pt.cv
+    ox, oy = p.spine_offset_mm
     r_ao = rng.uniform(9, 13)
     pt.paint(ellipse(cv, ox + rng.uniform(8, 18), oy - b - r_ao - rng.uniform(1, 4), r_ao, r_ao),
              curves["aorta"], 1.0 + 0.03 * fine)
@@ -158,8 +246,16 @@ def _paint_anatomy(
     pt.paint(ellipse(cv, ox - rng.uniform(18, 26), oy - b - r_ivc * 0.7 - rng.uniform(1, 5),
                      r_ivc * 1.2, r_ivc * 0.8), curves["ivc"], 1.0 + 0.03 * fine)
 
-    # posterior elements: transverse processes, spinous process and the ring around the canal
+
+def _paint_posterior_elements(
+    pt: _Painter, p: StudyParams, curves: dict[str, np.ndarray], rng: np.random.Generator,
+    canal: _Canal, marrow_tex: FloatArray,
+) -> None:
+    """Transverse processes, spinous process and the ring around the canal: cortex, then marrow."""
+    cv = pt.cv
+    ox = p.spine_offset_mm[0]
     t = p.cortex_mm
+    canal_w, canal_d, canal_y = canal.width, canal.depth, canal.y
     ring = rng.uniform(4.5, 7.0)
     sp_y = canal_y + canal_d / 2 + rng.uniform(12, 18)
     sp_a, sp_b = rng.uniform(3, 4.5), rng.uniform(12, 18)
@@ -174,22 +270,36 @@ def _paint_anatomy(
         pt.paint(ellipse(cv, bx, by, ba, bb, ang), curves["cortex"])
     for bx, by, ba, bb, ang in bones:
         pt.paint(ellipse(cv, bx, by, ba - t, bb - t, ang), curves["marrow"], marrow_tex)
-    # vertebral body: kidney-shaped, a cortical rim around the marrow
+
+
+def _paint_vertebral_body(
+    pt: _Painter, p: StudyParams, curves: dict[str, np.ndarray], a: FloatArray, b: FloatArray,
+    marrow_tex: FloatArray,
+) -> tuple[Box, FloatArray] | None:
+    """Kidney-shaped vertebral body, a cortical rim around the marrow; returns the marrow shape."""
+    cv = pt.cv
+    ox, oy = p.spine_offset_mm
+    t = p.cortex_mm
     notch_y = oy + b * 1.05
     pt.paint(ellipse(cv, ox, oy, a, b), curves["cortex"])
     body_marrow = ellipse(cv, ox, oy, a - t, b - t)
     pt.paint(body_marrow, curves["marrow"], marrow_tex)
     pt.paint(ellipse(cv, ox, notch_y, 0.32 * a + t, 0.28 * b + t), curves["cortex"])
-    # canal: epidural fat, thecal sac (CSF) and the cord
+    return body_marrow
+
+
+def _paint_canal(
+    pt: _Painter, p: StudyParams, curves: dict[str, np.ndarray], rng: np.random.Generator,
+    canal: _Canal, muscle_tex: FloatArray,
+) -> None:
+    """Canal contents: epidural fat, thecal sac (CSF) and the cord."""
+    cv = pt.cv
+    ox = p.spine_offset_mm[0]
+    canal_w, canal_d, canal_y = canal.width, canal.depth, canal.y
     pt.paint(ellipse(cv, ox, canal_y, canal_w / 2, canal_d / 2), curves["fat"])
     pt.paint(ellipse(cv, ox, canal_y, canal_w / 2 - 1.0, canal_d / 2 - 1.0), curves["csf"])
     pt.paint(ellipse(cv, ox, canal_y - 0.5, rng.uniform(3.5, 5), rng.uniform(2.8, 3.8)),
              curves["cord"], muscle_tex)
-
-    marrow = np.zeros(cv.shape, dtype=np.float32)
-    if body_marrow is not None:
-        marrow[body_marrow[0]] = body_marrow[1]
-    return marrow
 
 
 def _lesion_spheres(les) -> list[tuple[float, float, float, float, float, float]]:  # noqa: ANN001
@@ -239,16 +349,22 @@ def _paint_lesions(
                 texture = np.ones_like(dist)
         texture = texture * (1.0 + 0.05 * fine[box])
         values = enhancement.lesion_curve(p, les.peak_factor, curves, rng)
-        pre = values[0]
-        # enhancement above the pre-contrast value follows the lesion's texture
-        base = np.full(len(values), pre, dtype=np.float32) if p.phases > 1 else np.zeros(1)
-        for ph in range(p.phases):
-            region = pt.images[ph][box]
-            fill = base[ph] + (values[ph] - base[ph]) * texture
-            region *= 1.0 - m
-            region += fill * m
+        _fill_lesion(pt, p.phases, box, m, values, texture)
         mask[box] |= m > 0.5
     return mask
+
+
+def _fill_lesion(
+    pt: _Painter, phases: int, box: Box, m: FloatArray, values: np.ndarray, texture: FloatArray
+) -> None:
+    """Paint one lesion on every phase; enhancement above the pre-contrast value follows its texture."""
+    pre = values[0]
+    base = np.full(len(values), pre, dtype=np.float32) if phases > 1 else np.zeros(1)
+    for ph in range(phases):
+        region = pt.images[ph][box]
+        fill = base[ph] + (values[ph] - base[ph]) * texture
+        region *= 1.0 - m
+        region += fill * m
 
 
 def _acquire(images: np.ndarray, p: StudyParams, rng: np.random.Generator) -> np.ndarray:

@@ -80,10 +80,20 @@ def _ds_round(value: float) -> str:
 def _mr_dataset(
     study: PhantomStudy, geo: Geometry, phase: int, k: int, when: dt.datetime, window_hi: float
 ) -> Dataset:
+    """One MR image: slice ``k`` of ``phase``, acquired at ``when``."""
     p = study.params
-    pixels = study.pixels[phase, k]
-    seed = p.seed
     ds = Dataset()
+    _set_identity(ds, study, phase, k, when)
+    _set_acquisition(ds)
+    _set_position(ds, study, geo, phase, k)
+    _set_pixels(ds, study.pixels[phase, k], geo, p.rescale_present, window_hi)
+    return ds
+
+
+def _set_identity(ds: Dataset, study: PhantomStudy, phase: int, k: int, when: dt.datetime) -> None:
+    """SOP, dates and times, equipment, study, series and patient (all derived from the seed)."""
+    p = study.params
+    seed = p.seed
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
     ds.SOPClassUID = MRImageStorage
@@ -107,6 +117,10 @@ def _mr_dataset(
     ds.PatientBirthDate = f"1919{1 + seed % 12:02d}{1 + seed % 28:02d}"  # 1919: easy to spot in a log
     ds.PatientSex = "F" if seed % 2 else "M"
     ds.BodyPartExamined = "SPINE"
+
+
+def _set_acquisition(ds: Dataset) -> None:
+    """Contrast agent and the fat-saturated 3D gradient-echo (VIBE-like) sequence."""
     ds.ContrastBolusAgent = "Gd-DTPA"
     ds.ContrastBolusRoute = "IV"
     ds.ScanningSequence = "GR"
@@ -123,6 +137,12 @@ def _mr_dataset(
     ds.MagneticFieldStrength = "3"
     ds.ImagedNucleus = "1H"
     ds.PatientPosition = "HFS"
+
+
+def _set_position(ds: Dataset, study: PhantomStudy, geo: Geometry, phase: int, k: int) -> None:
+    """Instance UIDs and numbers, the image plane and the temporal position of a dynamic series."""
+    p = study.params
+    seed = p.seed
     ds.StudyInstanceUID = _uid(seed, "study")
     ds.SeriesInstanceUID = _uid(seed, "series")
     ds.StudyID = "1"
@@ -137,6 +157,12 @@ def _mr_dataset(
     if p.phases > 1:
         ds.TemporalPositionIdentifier = phase + 1
         ds.NumberOfTemporalPositions = p.phases
+
+
+def _set_pixels(
+    ds: Dataset, pixels: np.ndarray, geo: Geometry, rescale_present: bool, window_hi: float
+) -> None:
+    """Image pixel module, window and (optionally) an identity rescale."""
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = pixels.shape
@@ -147,12 +173,11 @@ def _mr_dataset(
     ds.PixelRepresentation = 0
     ds.WindowCenter = _ds_round(round(window_hi / 2))
     ds.WindowWidth = _ds_round(round(window_hi))
-    if p.rescale_present:
+    if rescale_present:
         ds.RescaleIntercept = "0"
         ds.RescaleSlope = "1"
         ds.RescaleType = "US"
     ds.PixelData = np.ascontiguousarray(pixels).tobytes()
-    return ds
 
 
 def series_datasets(study: PhantomStudy) -> list[Dataset]:
@@ -236,8 +261,19 @@ def write_study(
             ds.compress(ts)
         ds.save_as(series_dir / f"IM_{ds.InstanceNumber:04d}.dcm", enforce_file_format=True)
     seg.save_as(folder / "seg.dcm", enforce_file_format=True)
+    truth = _truth(study, datasets[0], seg, ts, phase)
+    (folder / "truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
+    if preview:
+        from phantom.preview import write_preview
+
+        write_preview(study.pixels[phase], study.mask, folder / "preview.png")
+    return folder
+
+
+def _truth(study: PhantomStudy, first: Dataset, seg: hd.seg.Segmentation, ts: UID, phase: int) -> dict:
+    """The contents of ``truth.json`` (``phase``: the 0-based phase the SEG references)."""
     p = study.params
-    truth = {
+    return {
         "seed": p.seed,
         "label": p.label,
         "label_name": p.label_name,
@@ -245,19 +281,13 @@ def write_study(
         "phases": p.phases,
         "matrix": [p.rows, p.columns],
         "transfer_syntax": str(ts),
-        "study_instance_uid": datasets[0].StudyInstanceUID,
-        "series_instance_uid": datasets[0].SeriesInstanceUID,
+        "study_instance_uid": first.StudyInstanceUID,
+        "series_instance_uid": first.SeriesInstanceUID,
         "seg_sop_instance_uid": seg.SOPInstanceUID,
         "seg_references_phase": phase + 1,
         "mask_voxels": int(study.mask.sum()),
         "params": p.to_json(),
     }
-    (folder / "truth.json").write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
-    if preview:
-        from phantom.preview import write_preview
-
-        write_preview(study.pixels[phase], study.mask, folder / "preview.png")
-    return folder
 
 
 def read_truth(folder: Path) -> dict:

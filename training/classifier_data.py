@@ -22,6 +22,7 @@ from pipeline.cube import classifier_cube
 from pipeline.lesions import largest_component
 from pipeline.parameter_maps import with_marrow_reference
 from pipeline.volume import Volume
+from training.errors import TrainingDataError
 
 LABELS = {"primary": 0, "metastasis": 1}
 
@@ -90,8 +91,8 @@ def read_labels(path: Path) -> dict[str, int]:
             if not row or row[0].strip().lower() in ("", "study_instance_uid") or row[0].startswith("#"):
                 continue
             if len(row) < 2 or row[1].strip().lower() not in LABELS:
-                raise ValueError(f"{path}:{n}: expected 'study_instance_uid,label' with label one of "
-                                 f"{sorted(LABELS)}, got {row!r}")
+                raise TrainingDataError(f"{path}:{n}: expected 'study_instance_uid,label' with label one of "
+                                        f"{sorted(LABELS)}, got {row!r}")
             out[row[0].strip()] = LABELS[row[1].strip().lower()]
     return out
 
@@ -111,5 +112,5 @@ def site_items(root: Path, labels_file: Path) -> list[tuple[str, Volume, np.ndar
     if unlabelled:
         print(f"{unlabelled} labelled series skipped: their study is not in {labels_file}")
     if not items:
-        raise ValueError(f"no series under {root} has a SEG and a study label in {labels_file}")
+        raise TrainingDataError(f"no series under {root} has a SEG and a study label in {labels_file}")
     return items

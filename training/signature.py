@@ -17,9 +17,10 @@ from sklearn.linear_model import LogisticRegressionCV
 from sklearn.model_selection import StratifiedKFold
 
 from models.radiomics_signature import Signature
-from training.cv_metrics import binary_metrics, summarise
+from training.cv_metrics import binary_metrics, require_per_class, summarise
 
 N_SELECTED = 10
+LASSO_FOLDS = 10  # the stratified CV inside LogisticRegressionCV that chooses the penalty
 
 
 def usable_columns(x: np.ndarray) -> np.ndarray:
@@ -43,12 +44,15 @@ def mrmr(x: np.ndarray, y: np.ndarray, k: int = N_SELECTED, seed: int = 0) -> li
 
 
 def fit(x: np.ndarray, y: np.ndarray, names: list[str], mode: str, seed: int = 0) -> Signature:
+    """mRMR then LASSO logistic regression; raises :class:`TooFewStudiesError` when a class has
+    fewer studies than the penalty search's folds."""
+    require_per_class(y, LASSO_FOLDS, f"the LASSO penalty search ({LASSO_FOLDS}-fold CV)")
     keep = usable_columns(x)
     x, names = x[:, keep], [n for n, k in zip(names, keep, strict=True) if k]
     mean, std = x.mean(axis=0), x.std(axis=0)
     z = (x - mean) / std
     chosen = mrmr(z, y, seed=seed)
-    lasso = LogisticRegressionCV(Cs=20, cv=StratifiedKFold(10, shuffle=True, random_state=seed),
+    lasso = LogisticRegressionCV(Cs=20, cv=StratifiedKFold(LASSO_FOLDS, shuffle=True, random_state=seed),
                                  l1_ratios=(1.0,), solver="saga", scoring="roc_auc", max_iter=5000,
                                  random_state=seed, use_legacy_attributes=False)
     lasso.fit(z[:, chosen], y)
@@ -68,10 +72,18 @@ def fit(x: np.ndarray, y: np.ndarray, names: list[str], mode: str, seed: int = 0
 
 def cross_validate(x: np.ndarray, y: np.ndarray, names: list[str], mode: str, folds: int = 10,
                    seed: int = 0) -> dict:
-    """10-fold CV of the whole recipe (mRMR and LASSO refitted inside each fold: no leakage)."""
+    """10-fold CV of the whole recipe (mRMR and LASSO refitted inside each fold: no leakage).
+
+    Raises :class:`TooFewStudiesError` before any fitting when a class has fewer studies than the
+    folds, or a fold's training part fewer than the LASSO penalty search's folds."""
+    require_per_class(y, folds, f"{folds}-fold cross-validation")
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
+    for k, (train, _) in enumerate(splits, start=1):
+        require_per_class(y[train], LASSO_FOLDS, f"the training part of fold {k}/{folds} (its LASSO "
+                          f"penalty search is {LASSO_FOLDS}-fold CV)")
     per_fold = []
     scores = np.zeros(len(y))
-    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+    for train, test in splits:
         sig = fit(x[train], y[train], names, mode, seed)
         idx = {n: i for i, n in enumerate(names)}
         prob = np.array([sig.probability({f: row[idx[f]] for f in sig.features}) for row in x[test]])

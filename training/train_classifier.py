@@ -34,6 +34,7 @@ from pipeline.cube import CHANNELS
 from pipeline.volume import Volume
 from training.classifier_data import CubeSet, phantom_items, site_items
 from training.cv_metrics import binary_metrics, summarise
+from training.errors import TrainingDataError
 
 TRAIN_SEED = 40000
 HELD_OUT_SEED = 910000
@@ -177,7 +178,7 @@ def _roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], pa
 def load_training_set(cfg: TrainConfig, work: Path, data_dir: Path | None, labels: Path | None) -> CubeSet:
     if data_dir is not None:
         if labels is None:
-            raise ValueError("--data needs --labels (CSV: study_instance_uid,label)")
+            raise TrainingDataError("--data needs --labels (CSV: study_instance_uid,label)")
         items = site_items(data_dir, labels)
         return CubeSet.build(items, total=len(items), desc="site cubes")
     cache = work / f"train-{TRAIN_SEED}-{cfg.studies}-c{len(CHANNELS)}.npz"

@@ -87,3 +87,24 @@ def test_cross_validation_refits_inside_folds() -> None:
     cv = cross_validate(x, y, names, "single", folds=5)
     assert set(cv["metrics"]) == {"acc", "pre", "rec", "f1", "auc"}
     assert cv["metrics"]["auc"]["mean"] > 0.75 and len(cv["scores"]) == len(y)
+
+
+def test_too_few_studies_per_class_is_a_training_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Fewer studies of a class than folds: a clear message (exit status 2), not a scikit-learn traceback."""
+    from dicomnode.cli import main
+    from training.errors import TooFewStudiesError
+
+    x, _, names = _synthetic(18)
+    y = np.array([0, 1] * 9)
+    with pytest.raises(TooFewStudiesError, match="10-fold cross-validation needs at least 10 studies of each "
+                                                 "class, got 9 metastasis and 9 primary"):
+        cross_validate(x, y, names, "single")
+    x, _, names = _synthetic(20)
+    with pytest.raises(TooFewStudiesError, match="fold 1/10 .*LASSO"):  # 10 each: a fold trains on 9
+        cross_validate(x, np.array([0, 1] * 10), names, "single")
+    cache = tmp_path / "features.npz"
+    np.savez(cache, x=x[:18], y=y, names=np.array(names))
+    argv = ["train-radiomics", "--studies", "18", "--out", str(tmp_path / "sig.json"), "--cache", str(cache)]
+    assert main(argv) == 2
+    assert "at least 10 studies of each class" in capsys.readouterr().err
+    assert not (tmp_path / "sig.json").exists()

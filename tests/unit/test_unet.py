@@ -11,6 +11,7 @@ import torch
 from models import weights
 from models.unet import AttentionGate, AttentionResUNet, ResidualBlock
 from models.unet_io import from_network, mask_to_network, segmentation_input, to_network
+from training.errors import CheckpointMismatchError
 from training.train_unet import TrainConfig, train
 
 
@@ -91,7 +92,7 @@ def test_training_runs_two_steps_and_resumes(tmp_path: Path) -> None:
     assert len(first["history"]) == 1 and (tmp_path / "unet.pt.sha256").exists()
     resumed = train(cfg, tmp_path / "work", None, resume=True)
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
-    with pytest.raises(SystemExit, match="same --epochs"):
+    with pytest.raises(CheckpointMismatchError, match="same --epochs"):
         train(TrainConfig(**{**cfg.__dict__, "epochs": 3}), tmp_path / "work", None, resume=True)
 
 
