@@ -28,6 +28,7 @@ from dicomnode.config import ProtocolConfig, WorkerConfig
 from dicomnode.db import Instance, JobKind, Series, SeriesState, utcnow
 from dicomnode.logs import get_logger
 from dicomnode.protocol import Outcome, SliceInfo, evaluate
+from pipeline.reasons import Reason, parse_reasons
 
 log = get_logger(__name__)
 
@@ -85,7 +86,7 @@ class Assembler:
                            _slices(instances), self.protocol)
         ctx = {"series_uid": series.series_uid, "instances": len(instances)}
         if verdict.outcome is Outcome.COMPLETE:
-            series.state, series.decided_at, series.reason = SeriesState.COMPLETE, now, None
+            series.state, series.decided_at, series.reasons = SeriesState.COMPLETE, now, None
             series.reason_detail = verdict.detail
             job = queue.enqueue(session, series, kind=JobKind.ANALYSE,
                                 max_attempts=self.worker.max_attempts)
@@ -93,17 +94,17 @@ class Assembler:
             return "complete"
         if verdict.outcome is Outcome.IGNORED:
             series.state, series.decided_at = SeriesState.IGNORED, now
-            series.reason, series.reason_detail = verdict.reason, verdict.detail
+            series.reasons, series.reason_detail = [Reason(verdict.reason)], verdict.detail
             log.info("series_ignored", reason=verdict.reason, detail=verdict.detail, **ctx)
             return "ignored"
         quiet_for = (now - series.last_received_at).total_seconds()
         if quiet_for < self.protocol.quiet_period_s:
             return "pending"
-        reason = ",".join(verdict.reasons)
+        reasons = list(parse_reasons(verdict.reasons))  # the protocol rule's codes become enums here
         series.state, series.decided_at = SeriesState.ABSTAINED, now
-        series.reason, series.reason_detail = reason, verdict.detail
+        series.reasons, series.reason_detail = reasons, verdict.detail
         job = queue.enqueue(session, series, kind=JobKind.ABSTAIN, max_attempts=self.worker.max_attempts,
-                            reason=reason, detail=verdict.detail)
-        log.warning("series_abstained", job_id=job.id, reason=reason, detail=verdict.detail,
+                            reasons=reasons, detail=verdict.detail)
+        log.warning("series_abstained", job_id=job.id, reason=",".join(reasons), detail=verdict.detail,
                     quiet_for_s=round(quiet_for, 1), **ctx)
         return "abstained"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from dicomnode.errors import ConfigError
+from pipeline.precision import Precision, parse_precision
 
 ENV_PREFIX = "SPINENODE_"
 _AE_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
@@ -140,7 +141,7 @@ class WorkerConfig:
     workers: int = 1
     torch_threads: int = 0  # 0: as many as the machine has cores
     use_unet: bool = True  # False: region growing only (no weights needed)
-    unet_precision: str = "bf16"  # "bf16" (fast path, channels-last + bf16 autocast) or "fp32"
+    unet_precision: Precision = Precision.BF16  # bf16: fast path (channels-last + bf16 autocast); or fp32
     use_radiomics: bool = True  # Rad-score of the largest lesion with the shipped signature
     use_classifier: bool = True  # 3D classifier: metastasis vs primary malignant bone tumour
 
@@ -157,8 +158,10 @@ class WorkerConfig:
         if self.workers < 0:
             raise ConfigError(f"worker.workers = {self.workers!r} must be >= 0 (0: no worker)")
         _check_positive("worker.torch_threads", self.torch_threads, allow_zero=True)
-        if self.unet_precision not in ("bf16", "fp32"):
-            raise ConfigError(f"worker.unet_precision = {self.unet_precision!r}: use 'bf16' or 'fp32'")
+        try:  # the text of config.toml or the environment becomes the enum here, once
+            object.__setattr__(self, "unet_precision", parse_precision(self.unet_precision))
+        except ValueError:
+            raise ConfigError(f"worker.unet_precision = {self.unet_precision!r}: use 'bf16' or 'fp32'") from None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,16 +1,17 @@
 """Database: SQLAlchemy 2 models and the engine (SQLite in WAL mode by default, PostgreSQL too).
 
 Every received instance, every series decision, every job (with its events) and every outgoing
-object is a row, so nothing the node has acknowledged lives only in memory. The schema carries
-an explicit version: a database made by another version is refused with a clear message
-instead of being used half-compatible.
+object is a row, so nothing the node has acknowledged lives only in memory. The schema changes
+only through a migration (``dicomnode/migrations``, Alembic): :func:`init_db` creates a new
+database at the newest revision, upgrades an older one in place keeping every row, and refuses
+one made by a newer node.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
@@ -22,19 +23,18 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     create_engine,
     event,
-    insert,
-    inspect,
-    select,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
-from dicomnode.errors import SchemaVersionError
+from pipeline.reasons import Reason, parse_reasons
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from dicomnode.migrations import Migration
 
 
 def utcnow() -> dt.datetime:
@@ -69,11 +69,31 @@ class OutboxState(enum.StrEnum):
     DEAD = "dead"
 
 
+class ReasonList(TypeDecorator[list[Reason]]):
+    """A list of :class:`Reason` stored as a JSON array of codes (SQL NULL for none); a row's
+    codes are parsed when it is read (``ValueError`` for one that is not a known code)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(none_as_null=True)
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> list[str] | None:
+        return None if value is None else [str(r) for r in parse_reasons(value)]
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> list[Reason] | None:
+        return None if value is None else list(parse_reasons(value))
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class SchemaInfo(Base):
+    """The schema version of the nodes made before Alembic (1); migration 0002 sets 2, which
+    those nodes refuse. Alembic's ``alembic_version`` table holds the revision since."""
+
     __tablename__ = "schema_info"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(Integer)
@@ -95,7 +115,7 @@ class Series(Base):
     modality: Mapped[str | None] = mapped_column(String(16))
     state: Mapped[SeriesState] = mapped_column(
         Enum(SeriesState, native_enum=False, length=16), default=SeriesState.RECEIVING, index=True)
-    reason: Mapped[str | None] = mapped_column(String(64))
+    reasons: Mapped[list[Reason] | None] = mapped_column(ReasonList())  # why abstained or ignored
     reason_detail: Mapped[str | None] = mapped_column(Text)
     attrs: Mapped[dict[str, Any]] = mapped_column(default=dict)  # series-level protocol headers
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -137,7 +157,7 @@ class Job(Base):
     series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
     kind: Mapped[JobKind] = mapped_column(Enum(JobKind, native_enum=False, length=16))
     state: Mapped[JobState] = mapped_column(Enum(JobState, native_enum=False, length=16), index=True)
-    reason: Mapped[str | None] = mapped_column(String(64))
+    reasons: Mapped[list[Reason] | None] = mapped_column(ReasonList())  # why abstained
     reason_detail: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer)
@@ -207,27 +227,17 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def init_db(engine: Engine) -> None:
-    """Create the schema on an empty database, or check the version of an existing one."""
-    tables = set(inspect(engine).get_table_names())
-    if not tables:
-        Base.metadata.create_all(engine)
-        with engine.begin() as conn:
-            conn.execute(insert(SchemaInfo).values(id=1, version=SCHEMA_VERSION))
-        return
-    if "schema_info" not in tables:
-        raise SchemaVersionError(
-            f"the database at {engine.url!r} has tables but no schema_info: it was not made by "
-            "spinenode; point database.url at an empty or spinenode database"
-        )
-    with engine.connect() as conn:
-        version = conn.execute(select(SchemaInfo.version)).scalar()
-    if version != SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"the database at {engine.url!r} has schema version {version}; this node needs "
-            f"{SCHEMA_VERSION}. Keep the old database with the old node version, or move it "
-            "aside and start with an empty one"
-        )
+def init_db(engine: Engine) -> Migration:
+    """Bring the database to the schema this code uses, keeping every row; returns the
+    revisions before and after.
+
+    An empty database is created at the newest revision; one made by an older node (with or
+    without Alembic) is upgraded in one transaction. Raises ``SchemaVersionError`` for a
+    database made by a newer node or by something other than spinenode.
+    """
+    from dicomnode import migrations
+
+    return migrations.upgrade(engine)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker:

@@ -117,7 +117,8 @@ def _report(cfg: Config, sessions, job: Job | None, out: Path) -> int:  # noqa: 
         return 1
     lines = ["# spinenode demo report", "", "NOT FOR DIAGNOSIS: research software, models trained on phantoms.", ""]
     if job.state is not JobState.DONE:
-        lines.append(f"The series was not analysed: {job.state}, reason {job.reason or job.last_error}.")
+        why = ", ".join(job.reasons or []) or job.last_error
+        lines.append(f"The series was not analysed: {job.state}, reason {why}.")
     else:
         result = job.result or {}
         cls, rad = result.get("classification"), result.get("radiomics")

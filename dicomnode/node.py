@@ -45,7 +45,9 @@ def setup(cfg: Config) -> tuple[Engine, sessionmaker]:
     cfg.data_dir.chmod(0o700)
     logs.configure(cfg.logging.level, cfg.data_dir / cfg.logging.json_file, cfg.logging.console)
     engine = make_engine(cfg.database.url)
-    init_db(engine)
+    migration = init_db(engine)
+    if migration.changed:
+        log.info(migration.log_event(), from_revision=migration.before, to_revision=migration.after)
     return engine, make_sessionmaker(engine)
 
 

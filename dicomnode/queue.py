@@ -8,7 +8,7 @@ selected ``FOR UPDATE SKIP LOCKED`` so workers do not queue behind each other's 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,6 +18,7 @@ from dicomnode.errors import JobLeaseLost
 from dicomnode.jobs import ClaimedJob
 from dicomnode.logs import get_logger
 from dicomnode.retry import RetryPolicy
+from pipeline.reasons import Reason
 
 log = get_logger(__name__)
 _CLAIMABLE = (JobState.QUEUED, JobState.FAILED)
@@ -28,15 +29,21 @@ def _event(session: Session, job_id: int, event: str, attempt: int, worker: str 
     session.add(JobEvent(job_id=job_id, event=event, attempt=attempt, worker=worker, detail=detail))
 
 
+def _codes(reasons: Sequence[Reason]) -> str:
+    """The reasons as one line of a job event's text ("slice_count,gap")."""
+    return ",".join(reasons)
+
+
 def enqueue(session: Session, series: Series, *, kind: JobKind, max_attempts: int,
-            reason: str | None = None, detail: str | None = None) -> Job:
-    """Add a queued job for ``series`` in the caller's transaction. An ABSTAIN job is queued too:
-    the worker makes and sends the abstention SR, then the job ends ``abstained``."""
-    job = Job(series=series, kind=kind, state=JobState.QUEUED, reason=reason, reason_detail=detail,
-              max_attempts=max_attempts)
+            reasons: Sequence[Reason] = (), detail: str | None = None) -> Job:
+    """Add a queued job for ``series`` in the caller's transaction. An ABSTAIN job is queued too,
+    with the protocol rule's ``reasons``: the worker makes and sends the abstention SR, then the
+    job ends ``abstained``."""
+    job = Job(series=series, kind=kind, state=JobState.QUEUED, reasons=list(reasons) or None,
+              reason_detail=detail, max_attempts=max_attempts)
     session.add(job)
     session.flush()
-    _event(session, job.id, "created", 0, None, reason)
+    _event(session, job.id, "created", 0, None, _codes(reasons) or None)
     return job
 
 
@@ -106,10 +113,11 @@ def complete(sessions: sessionmaker, job: ClaimedJob, result: dict, also: Also =
     _finish(sessions, job, {"state": JobState.DONE, "result": result, "last_error": None}, "done", None, also)
 
 
-def abstain(sessions: sessionmaker, job: ClaimedJob, reason: str, detail: str, also: Also = None) -> None:
-    """The series or the pipeline refused the input: final, with the reason."""
-    _finish(sessions, job, {"state": JobState.ABSTAINED, "reason": reason, "reason_detail": detail},
-            "abstained", f"{reason}: {detail}", also)
+def abstain(sessions: sessionmaker, job: ClaimedJob, reasons: Sequence[Reason], detail: str,
+            also: Also = None) -> None:
+    """The series or the pipeline refused the input: final, with the reasons."""
+    _finish(sessions, job, {"state": JobState.ABSTAINED, "reasons": list(reasons), "reason_detail": detail},
+            "abstained", f"{_codes(reasons)}: {detail}", also)
 
 
 def fail(sessions: sessionmaker, job: ClaimedJob, error: str, policy: RetryPolicy) -> JobState:

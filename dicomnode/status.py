@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from dicomnode.db import Instance, Job, JobState, OutboxItem, OutboxState, Series, SeriesState, Study
+from pipeline.reasons import Reason
 
 
 def _by_state(session, column, states) -> dict[str, int]:  # noqa: ANN001
@@ -15,6 +16,13 @@ def _by_state(session, column, states) -> dict[str, int]:  # noqa: ANN001
     for state, n in session.execute(select(column, func.count()).group_by(column)):
         counts[str(state)] = n
     return counts
+
+
+def _abstained(job_id: int, series_uid: str, reasons: list[Reason]) -> dict[str, Any]:
+    """``reasons``: the codes; ``reason``: the same comma-joined, the line `status` printed before
+    reasons were a list (kept for scripts that read it)."""
+    return {"job_id": job_id, "series_uid": series_uid, "reasons": [str(r) for r in reasons],
+            "reason": ",".join(reasons)}
 
 
 def collect(sessions: sessionmaker) -> dict[str, Any]:
@@ -25,7 +33,7 @@ def collect(sessions: sessionmaker) -> dict[str, Any]:
             .join(Series, Series.id == Job.series_id).where(Job.state == JobState.DEAD)
         ).all()
         abstained = session.execute(
-            select(Job.id, Series.series_uid, Job.reason)
+            select(Job.id, Series.series_uid, Job.reasons)
             .join(Series, Series.id == Job.series_id).where(Job.state == JobState.ABSTAINED)
         ).all()
         dead_out = session.execute(
@@ -42,7 +50,7 @@ def collect(sessions: sessionmaker) -> dict[str, Any]:
             "jobs": jobs_by_state,
             "outbox": _by_state(session, OutboxItem.state, OutboxState),
             "dead_jobs": [{"job_id": j, "series_uid": s, "error": e} for j, s, e in dead],
-            "abstained_jobs": [{"job_id": j, "series_uid": s, "reason": r} for j, s, r in abstained],
+            "abstained_jobs": [_abstained(j, s, r or []) for j, s, r in abstained],
         }
 
 

@@ -1,12 +1,20 @@
-"""The worker loop: claim a job, run the pipeline on its series, write the results and queue them.
+"""The worker loop: claim a job, run it to one outcome, save that outcome once and log it once.
 
-* ``analyse`` job: load, segment, measure (``pipeline.analyse``), build SEG + SR + key image,
-  check they carry the input's patient and study, write them, and end the job ``done`` with
-  one outbox row per destination in the same transaction.
-* ``abstain`` job (the assembler refused the series), or an ``analyse`` job the pipeline
-  refuses (no lesion, input out of range, undecodable pixels): build the abstention SR with the
-  coded reasons, write it, queue it, end the job ``abstained``.
-* Any other failure: retried with backoff, then ``dead``.
+The series is read once, here (``pipeline.volume.read_series``); loading, analysis and the
+result builders then work on those datasets in memory. A job comes to one :class:`Outcome`:
+
+* ``done``: an ``analyse`` job the pipeline analysed; SEG + SR + key image, checked to carry the
+  input's patient and study.
+* ``abstained``: an ``abstain`` job (the assembler refused the series), or an ``analyse`` job the
+  pipeline refuses (no lesion, input out of range, undecodable pixels...): the abstention SR with
+  the coded reasons.
+* ``failed``: anything else (including a file that cannot be read at all: without its header
+  there is no patient to address an abstention to); retried with backoff, then ``dead``.
+
+The outcome is then persisted in one place: its objects written, the job ended and one outbox
+row per destination added in the same transaction (a failure to write them fails the job), and
+logged in one place (``job_done``, ``job_abstention_sent``, ``job_abstained``, ``job_failed``,
+or ``job_lease_lost`` when the job was reclaimed meanwhile).
 
 A heartbeat thread extends the job's lease while it runs; if the worker dies, the lease expires
 and the job returns to the queue (``queue.requeue_expired``, run by every worker).
@@ -18,53 +26,83 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
-import pydicom
 from pydicom.dataset import Dataset
 from sqlalchemy.orm import Session, sessionmaker
 
 import pipeline
 from dicomnode import outbox, queue
 from dicomnode.config import Config
-from dicomnode.db import JobKind
+from dicomnode.db import Job, JobKind, JobState
 from dicomnode.errors import JobLeaseLost
 from dicomnode.jobs import ClaimedJob
 from dicomnode.logs import get_logger
 from dicomnode.retry import RetryPolicy
+from pipeline.reasons import Reason
 
 log = get_logger(__name__)
 
 StageResult = tuple[dict[str, Any], list[Dataset]]
-Stage = Callable[[list[Path]], StageResult]
+Stage = Callable[[Sequence[Dataset]], StageResult]
+"""The analysis of an ``analyse`` job: the series' datasets (as read, in storage order) in, the
+job's result summary and the objects to send out; raises ``pipeline.InputRejected`` for input it
+will not analyse."""
+
+PROTOCOL_REFUSAL = "refused by the protocol rule"
 
 
 def analysis_stage(cfg: Config) -> Stage:
-    """Segment and measure the series, and build the result objects."""
+    """Load the series, segment and measure it, and build the result objects."""
 
-    def stage(paths: list[Path]) -> StageResult:
-        from pipeline.outputs.build import build_results, source_headers
+    def stage(datasets: Sequence[Dataset]) -> StageResult:
+        from pipeline.outputs.build import build_results
 
-        analysis = pipeline.analyse(paths, use_unet=cfg.worker.use_unet, precision=cfg.worker.unet_precision,
+        t = time.perf_counter()
+        volume = pipeline.load_series(datasets)
+        loaded = time.perf_counter() - t
+        analysis = pipeline.analyse(volume, use_unet=cfg.worker.use_unet, precision=cfg.worker.unet_precision,
                                     use_radiomics=cfg.worker.use_radiomics,
                                     use_classifier=cfg.worker.use_classifier)
         t = time.perf_counter()
-        outputs = build_results(analysis, source_headers(paths, analysis))
+        outputs = build_results(analysis)
         summary = {"stage": "analyse"} | analysis.summary()
-        summary["timings_s"]["build_outputs"] = round(time.perf_counter() - t, 3)
+        summary["timings_s"] = ({"load": round(loaded, 3)} | summary["timings_s"]
+                                | {"build_outputs": round(time.perf_counter() - t, 3)})
         return summary, outputs
 
     return stage
 
 
-def abstention_outputs(paths: Sequence[Path], reasons: Sequence[str]) -> list[Dataset]:
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """What one attempt at a job came to, decided before anything is saved.
+
+    ``state``: DONE (``outputs``, ``result``), ABSTAINED (``outputs``: the abstention SR;
+    ``reasons``, ``detail``) or FAILED (``detail``: the error); once persisted, DEAD when the
+    retries are spent. ``lease_lost``: set when the job was reclaimed before it could be saved.
+    """
+
+    state: JobState
+    outputs: tuple[Dataset, ...] = ()
+    result: dict[str, Any] | None = None
+    reasons: tuple[Reason, ...] = ()
+    detail: str = ""
+    lease_lost: str | None = None
+
+
+def _failure(exc: Exception) -> Outcome:
+    return Outcome(state=JobState.FAILED, detail=f"{type(exc).__name__}: {exc}")
+
+
+def _abstention(datasets: Sequence[Dataset], reasons: Sequence[Reason], detail: str) -> Outcome:
     from pipeline.outputs.build import build_abstention
 
-    headers = sorted((pydicom.dcmread(p, stop_before_pixels=True) for p in paths),
-                     key=lambda ds: int(ds.get("InstanceNumber", 0) or 0))
-    return [build_abstention(headers, reasons, str(headers[0].SeriesInstanceUID))]
+    return Outcome(state=JobState.ABSTAINED, outputs=(build_abstention(datasets, reasons),),
+                   reasons=tuple(reasons), detail=detail)
 
 
 def worker_name(index: int = 0) -> str:
@@ -110,72 +148,94 @@ class Worker:
         self.process(job)
         return True
 
-    def _paths(self, job: ClaimedJob) -> list[Path]:
-        with self.sessions() as session:
-            return outbox.source_paths(session, self.cfg, job.series_id)
-
-    def _queue_outputs(self, outputs: Sequence[Dataset], paths: Sequence[Path], job: ClaimedJob,
-                       result: dict[str, Any] | None = None) -> Callable[[Session], object]:
-        """Check and write the outputs now (listed in ``result``); the returned callable adds
-        their outbox rows."""
-        source = pydicom.dcmread(paths[0], stop_before_pixels=True)
-        for ds in outputs:
-            outbox.check_identity(ds, source)
-        written = outbox.write_outputs(self.cfg, outputs)
-        if result is not None:
-            result["outputs"] = [{"sop_class_uid": str(ds.SOPClassUID), "sop_instance_uid": str(ds.SOPInstanceUID),
-                                  "path": rel} for ds, rel in written]
-        return lambda session: outbox.enqueue(session, self.cfg, job.id, written)
-
     def process(self, job: ClaimedJob) -> None:
-        ctx = job.log_context()
-        log.info("job_claimed", worker=self.name, **ctx)
-        stop_beat = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(job, stop_beat), daemon=True)
-        beat.start()
+        """Run a claimed job to one outcome, persist it once and log it once (never raises for
+        a failure of the job: that is a ``failed`` outcome)."""
+        log.info("job_claimed", worker=self.name, **job.log_context())
         started = time.perf_counter()
+        with self._heartbeat(job):
+            outcome = self._persist(job, self._outcome(job), started)
+        _log_outcome(job, outcome)
+
+    def _outcome(self, job: ClaimedJob) -> Outcome:
+        """Read the series once and run the job on it; nothing is saved here."""
         try:
-            paths = self._paths(job)
+            datasets = self._read(job)
             if job.kind is JobKind.ABSTAIN:
-                reasons = self._job_reasons(job)
-                also = self._queue_outputs(abstention_outputs(paths, reasons), paths, job)
-                queue.abstain(self.sessions, job, ",".join(reasons), "refused by the protocol rule", also)
-                log.info("job_abstention_sent", reasons=reasons, **ctx)
-                return
-            try:
-                result, outputs = self.stage(paths)
-            except pipeline.InputRejected as exc:
-                also = self._queue_outputs(abstention_outputs(paths, [exc.reason]), paths, job)
-                queue.abstain(self.sessions, job, exc.reason, exc.detail, also)
-                log.warning("job_abstained", reason=exc.reason, detail=exc.detail, **ctx)
-                return
-            also = self._queue_outputs(outputs, paths, job, result)
-            result["seconds"] = round(time.perf_counter() - started, 3)
-            queue.complete(self.sessions, job, result, also)
-            log.info("job_done", seconds=result["seconds"], outputs=len(outputs), **ctx,
-                     **{k: v for k, v in result.items() if k in ("shape", "phases", "lesion_source")},
-                     lesions=len(result.get("lesions", [])))
-        except JobLeaseLost as exc:
-            log.error("job_lease_lost", detail=str(exc), **ctx)
+                outcome = _abstention(datasets, self._job_reasons(job), PROTOCOL_REFUSAL)
+            else:
+                outcome = self._analyse(datasets)
+            for ds in outcome.outputs:
+                outbox.check_identity(ds, datasets[0])
+            return outcome
         except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
-            error = f"{type(exc).__name__}: {exc}"
-            try:
-                state = queue.fail(self.sessions, job, error, self.policy)
-                log.error("job_failed", error=error, new_state=str(state), **ctx)
-            except JobLeaseLost:
-                log.error("job_lease_lost", error=error, **ctx)
-        finally:
-            stop_beat.set()
-            beat.join()
+            return _failure(exc)
 
-    def _job_reasons(self, job: ClaimedJob) -> list[str]:
-        from dicomnode.db import Job
+    def _read(self, job: ClaimedJob) -> list[Dataset]:
+        """The series' datasets, read once (headers only for an abstention)."""
+        from pipeline.volume import read_series
 
+        with self.sessions() as session:
+            paths = outbox.source_paths(session, self.cfg, job.series_id)
+        return read_series(paths, pixels=job.kind is JobKind.ANALYSE)
+
+    def _analyse(self, datasets: Sequence[Dataset]) -> Outcome:
+        try:
+            result, outputs = self.stage(datasets)
+        except pipeline.InputRejected as exc:
+            return _abstention(datasets, [Reason(exc.reason)], exc.detail)
+        return Outcome(state=JobState.DONE, outputs=tuple(outputs), result=result)
+
+    def _job_reasons(self, job: ClaimedJob) -> list[Reason]:
+        """The protocol rule's reasons, as the assembler stored them on the job."""
         with self.sessions() as session:
             row = session.get(Job, job.id)
-            return [r for r in ((row.reason if row else "") or "other").split(",") if r]
+            return list((row.reasons if row is not None else None) or [Reason.OTHER])
 
-    def _heartbeat(self, job: ClaimedJob, stop: threading.Event) -> None:
+    def _persist(self, job: ClaimedJob, outcome: Outcome, started: float) -> Outcome:
+        """Save the outcome: the objects written, then the job ended with their outbox rows in
+        one transaction. Returns what was saved: a failure to save a result is saved as a
+        failed attempt; ``lease_lost`` is set when the job was no longer ours."""
+        if outcome.state is not JobState.FAILED:
+            try:
+                return self._save_result(job, outcome, started)
+            except JobLeaseLost as exc:
+                return replace(outcome, lease_lost=str(exc))
+            except Exception as exc:  # noqa: BLE001 - writing the results failed: retried like any failure
+                outcome = _failure(exc)
+        try:
+            return replace(outcome, state=queue.fail(self.sessions, job, outcome.detail, self.policy))
+        except JobLeaseLost as exc:
+            return replace(outcome, lease_lost=str(exc))
+
+    def _save_result(self, job: ClaimedJob, outcome: Outcome, started: float) -> Outcome:
+        written = outbox.write_outputs(self.cfg, outcome.outputs)
+
+        def add_outbox_rows(session: Session) -> object:
+            return outbox.enqueue(session, self.cfg, job.id, written)
+
+        if outcome.state is JobState.ABSTAINED:
+            queue.abstain(self.sessions, job, outcome.reasons, outcome.detail, add_outbox_rows)
+            return outcome
+        listed = [{"sop_class_uid": str(ds.SOPClassUID), "sop_instance_uid": str(ds.SOPInstanceUID), "path": rel}
+                  for ds, rel in written]
+        result = (outcome.result or {}) | {"outputs": listed, "seconds": round(time.perf_counter() - started, 3)}
+        queue.complete(self.sessions, job, result, add_outbox_rows)
+        return replace(outcome, result=result)
+
+    @contextmanager
+    def _heartbeat(self, job: ClaimedJob) -> Iterator[None]:
+        """Extend the job's lease every ``heartbeat_s`` while the block runs."""
+        stop = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(job, stop), daemon=True)
+        beat.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            beat.join()
+
+    def _beat(self, job: ClaimedJob, stop: threading.Event) -> None:
         while not stop.wait(self.cfg.worker.heartbeat_s):
             try:
                 queue.heartbeat(self.sessions, job, self.cfg.worker.lease_s)
@@ -184,3 +244,23 @@ class Worker:
                 return
             except Exception as exc:  # noqa: BLE001 - keep trying until the job ends
                 log.warning("heartbeat_failed", job_id=job.id, error=repr(exc))
+
+
+def _log_outcome(job: ClaimedJob, outcome: Outcome) -> None:
+    """The one log event of a job's attempt, named by its outcome."""
+    ctx = job.log_context()
+    failed = outcome.state in (JobState.FAILED, JobState.DEAD)
+    if outcome.lease_lost is not None:
+        lost = {"error": outcome.detail} if failed else {"detail": outcome.lease_lost}
+        log.error("job_lease_lost", **lost, **ctx)
+    elif failed:
+        log.error("job_failed", error=outcome.detail, new_state=str(outcome.state), **ctx)
+    elif outcome.state is JobState.ABSTAINED and job.kind is JobKind.ABSTAIN:
+        log.info("job_abstention_sent", reasons=[str(r) for r in outcome.reasons], **ctx)
+    elif outcome.state is JobState.ABSTAINED:
+        log.warning("job_abstained", reason=str(outcome.reasons[0]), detail=outcome.detail, **ctx)
+    else:
+        result = outcome.result or {}
+        log.info("job_done", seconds=result.get("seconds"), outputs=len(outcome.outputs), **ctx,
+                 **{k: v for k, v in result.items() if k in ("shape", "phases", "lesion_source")},
+                 lesions=len(result.get("lesions", [])))

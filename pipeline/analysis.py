@@ -1,6 +1,8 @@
-"""The pipeline's entry point for the node: one series in, an :class:`Analysis` out.
+"""The pipeline's entry point for the node: one loaded series in, an :class:`Analysis` out.
 
-Stages (timed): load the series, region growing, U-Net, lesion measurements, CE parameter maps,
+The series is read and loaded before (:func:`pipeline.volume.read_series`,
+:func:`pipeline.volume.load_series`); the analysis itself reads no file. Stages (timed):
+prepare the image, region growing, U-Net, lesion measurements, CE parameter maps,
 radiomics (Rad-score of the largest lesion), the 3D classifier (metastasis vs primary malignant
 bone tumour, on the cube around the largest lesion). The lesions reported are the U-Net's when
 its weights are available, else region growing's; the Dice between the two masks is kept as a
@@ -9,8 +11,10 @@ quality measure.
 
 from __future__ import annotations
 
+import enum
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +29,18 @@ from pipeline.lesions import Lesion, find_lesions
 from pipeline.metrics import dice
 from pipeline.parameter_maps import ParameterMaps
 from pipeline.parameter_maps import compute as compute_maps
+from pipeline.precision import Precision, parse_precision
+from pipeline.reasons import Reason
 from pipeline.region_growing import RegionGrowingResult
 from pipeline.region_growing import segment as region_growing
-from pipeline.volume import Volume, load_series
+from pipeline.volume import Volume
+
+
+class LesionSource(enum.StrEnum):
+    """Which mask the reported lesions come from."""
+
+    UNET = "unet"
+    REGION_GROWING = "region_growing"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,7 +51,7 @@ class Analysis:
     unet_mask: np.ndarray | None
     unet_sha256: str | None
     lesions: list[Lesion]
-    lesion_source: str  # "unet" or "region_growing"
+    lesion_source: LesionSource
     agreement_dice: float | None
     radiomics: dict[str, Any] | None = None  # mode, rad_score, probability, features used
     classification: Classification | None = None
@@ -51,7 +64,7 @@ class Analysis:
             "shape": list(self.volume.shape),
             "phases": self.volume.phases,
             "spacing_mm": [round(v, 4) for v in self.volume.spacing],
-            "lesion_source": self.lesion_source,
+            "lesion_source": str(self.lesion_source),
             "unet_sha256": self.unet_sha256,
             "agreement_dice": None if self.agreement_dice is None else round(self.agreement_dice, 4),
             "lesions": [{"index": les.index, "volume_mm3": round(les.volume_mm3, 1),
@@ -67,9 +80,9 @@ class Analysis:
 
 def _check_range(image: np.ndarray) -> None:
     if not np.isfinite(image).all():
-        raise InputRejected("input_out_of_range", "pixel values are not finite")
+        raise InputRejected(Reason.INPUT_OUT_OF_RANGE, "pixel values are not finite")
     if float(image.max()) <= 0 or float(np.percentile(image, 99)) <= 0:
-        raise InputRejected("input_out_of_range", "the image is empty (no signal)")
+        raise InputRejected(Reason.INPUT_OUT_OF_RANGE, "the image is empty (no signal)")
 
 
 SIGNATURES = Path(__file__).resolve().parent.parent / "models" / "weights"
@@ -107,47 +120,57 @@ def classify(volume: Volume, image: np.ndarray, maps: ParameterMaps, marrow_leve
     return Classification(classifier.probability(cube), classifier.sha256, lesion.index, channels)
 
 
-def analyse(paths: Sequence[Path], *, use_unet: bool = True, precision: str = "bf16",
+def unet_segment(image: np.ndarray, precision: Precision) -> tuple[np.ndarray, str]:
+    """The U-Net's lesion mask of ``image`` and the checksum of the weights that made it."""
+    from pipeline.segmentation import get_segmenter
+
+    segmenter = get_segmenter(precision=precision)
+    return segmenter.segment(image), segmenter.sha256
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[stage] = time.perf_counter() - start
+
+
+def analyse(volume: Volume, *, use_unet: bool = True, precision: str | Precision = Precision.BF16,
             use_radiomics: bool = True, use_classifier: bool = True) -> Analysis:
+    """Segment, measure and classify a loaded series (no file is read).
+
+    Returns the :class:`Analysis`; raises :class:`InputRejected` for a series it will not
+    analyse (``input_out_of_range``: no finite signal; ``no_lesion``) and ``ValueError`` for a
+    precision other than bf16 or fp32.
+    """
+    precision = parse_precision(precision)
     timings: dict[str, float] = {}
-    t = time.perf_counter()
-    volume = load_series(paths)
-    image = segmentation_input(volume.pixels)
-    _check_range(image)
-    timings["load"] = time.perf_counter() - t
-    pixel_mm = (volume.spacing[1], volume.spacing[2])
-    t = time.perf_counter()
-    rg = region_growing(image, pixel_mm)
-    timings["region_growing"] = time.perf_counter() - t
+    with _timed(timings, "prepare"):
+        image = segmentation_input(volume.pixels)
+        _check_range(image)
+    with _timed(timings, "region_growing"):
+        rg = region_growing(image, (volume.spacing[1], volume.spacing[2]))
     unet_mask, sha = None, None
     if use_unet:
-        from pipeline.segmentation import get_segmenter
-
-        t = time.perf_counter()
-        segmenter = get_segmenter(precision=precision)
-        unet_mask, sha = segmenter.segment(image), segmenter.sha256
-        timings["unet"] = time.perf_counter() - t
-    t = time.perf_counter()
+        with _timed(timings, "unet"):
+            unet_mask, sha = unet_segment(image, precision)
     source_mask = unet_mask if unet_mask is not None else rg.mask
-    lesions = find_lesions(source_mask, volume, image, rg.marrow_level)
-    timings["lesions"] = time.perf_counter() - t
+    with _timed(timings, "lesions"):
+        lesions = find_lesions(source_mask, volume, image, rg.marrow_level)
     if not lesions:
-        raise InputRejected("no_lesion", "no lesion of at least 20 mm3 was found in the vertebral body")
-    t = time.perf_counter()
-    maps = compute_maps(volume, rg.marrow_level)
-    timings["parameter_maps"] = time.perf_counter() - t
+        raise InputRejected(Reason.NO_LESION, "no lesion of at least 20 mm3 was found in the vertebral body")
+    with _timed(timings, "parameter_maps"):
+        maps = compute_maps(volume, rg.marrow_level)
     radiomics, classification = None, None
     if use_radiomics:
-        t = time.perf_counter()
-        radiomics = radiomics_score(volume, maps, lesions[0].mask)
-        timings["radiomics"] = time.perf_counter() - t
+        with _timed(timings, "radiomics"):
+            radiomics = radiomics_score(volume, maps, lesions[0].mask)
     if use_classifier:
-        t = time.perf_counter()
-        classification = classify(volume, image, maps, rg.marrow_level, lesions[0], source_mask)
-        timings["classifier"] = time.perf_counter() - t
+        with _timed(timings, "classifier"):
+            classification = classify(volume, image, maps, rg.marrow_level, lesions[0], source_mask)
     return Analysis(
         volume=volume, image=image, region_growing=rg, unet_mask=unet_mask, unet_sha256=sha,
-        lesions=lesions, lesion_source="unet" if unet_mask is not None else "region_growing",
+        lesions=lesions, lesion_source=LesionSource.REGION_GROWING if unet_mask is None else LesionSource.UNET,
         agreement_dice=None if unet_mask is None else dice(unet_mask, rg.mask), timings=timings,
         radiomics=radiomics, classification=classification, maps_note=maps.note,
     )

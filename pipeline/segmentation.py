@@ -1,7 +1,7 @@
 """U-Net inference for the worker: weights loaded once per process, checksum verified first.
 
 The fast path is the default: channels-last tensors and bf16 autocast on the CPU (measured in
-``bench/unet.py``); ``precision="fp32"`` switches back to plain fp32.
+``bench/unet.py``); ``precision="fp32"`` switches back to plain fp32 (:class:`pipeline.precision.Precision`).
 """
 
 from __future__ import annotations
@@ -15,19 +15,19 @@ import torch
 from models import weights
 from models.unet import AttentionResUNet
 from models.unet_io import from_network, normalise, to_network
+from pipeline.precision import Precision, parse_precision
 
 DEFAULT_WEIGHTS = weights.WEIGHTS_DIR / "unet.pt"
-PRECISIONS = ("bf16", "fp32")
 
 
 class UNetSegmenter:
-    def __init__(self, path: Path = DEFAULT_WEIGHTS, *, precision: str = "bf16", batch: int = 4) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    def __init__(self, path: Path = DEFAULT_WEIGHTS, *, precision: str | Precision = Precision.BF16,
+                 batch: int = 4) -> None:
+        """Raises ``ValueError`` for a precision other than bf16 or fp32."""
+        self.precision = parse_precision(precision)
         self.model = AttentionResUNet()
         self.sha256 = weights.load_into(self.model, path)
         self.model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.precision = precision
         self.batch = batch
 
     @torch.no_grad()
@@ -35,7 +35,7 @@ class UNetSegmenter:
         """(slices, rows, cols) post-contrast image -> lesion probability, same shape."""
         x = to_network(normalise(image)).contiguous(memory_format=torch.channels_last)
         out = []
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision is Precision.BF16):
             for i in range(0, len(x), self.batch):
                 out.append(torch.softmax(self.model(x[i:i + self.batch]).float(), dim=1)[:, 1])
         return from_network(torch.cat(out), image.shape[1:])
@@ -44,14 +44,14 @@ class UNetSegmenter:
         return self.probabilities(image) >= 0.5
 
 
-_CACHE: dict[tuple[Path, str], UNetSegmenter] = {}
+_CACHE: dict[tuple[Path, Precision], UNetSegmenter] = {}
 _LOCK = threading.Lock()
 
 
-def get_segmenter(path: Path = DEFAULT_WEIGHTS, precision: str = "bf16") -> UNetSegmenter:
+def get_segmenter(path: Path = DEFAULT_WEIGHTS, precision: str | Precision = Precision.BF16) -> UNetSegmenter:
     """One segmenter per (weights, precision) per process."""
-    key = (Path(path), precision)
+    key = (Path(path), parse_precision(precision))
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = UNetSegmenter(path, precision=precision)
+            _CACHE[key] = UNetSegmenter(path, precision=key[1])
         return _CACHE[key]

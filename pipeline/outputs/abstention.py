@@ -11,33 +11,36 @@ from pydicom.sr.coding import Code
 
 from pipeline.outputs.identity import ResultIdentity
 from pipeline.outputs.sr import INTENDED_USE, RESEARCH_ONLY, SCHEME, report_sr
+from pipeline.reasons import Reason
 
 ABSTENTION_SERIES_NUMBER = 9704
 NOT_ANALYSED = Code("NOT_ANALYSED", SCHEME, "Series not analysed")
-REASONS = {
-    "slice_count": "Incomplete series: slice count",
-    "phase_count": "Incomplete series: temporal phases",
-    "no_contrast": "No contrast agent",
-    "orientation": "Not an axial acquisition",
-    "gap": "Gap between slices",
-    "uneven_spacing": "Uneven slice spacing",
-    "duplicate_position": "Duplicate slice position",
-    "inconsistent_geometry": "Inconsistent geometry",
-    "missing_geometry": "Missing geometry",
-    "no_lesion": "No lesion found",
-    "input_out_of_range": "Input out of range",
-    "undecodable_pixels": "Pixel data could not be decoded",
-    "unreadable_file": "Unreadable file",
-}
+MEANINGS = {
+    Reason.SLICE_COUNT: "Incomplete series: slice count",
+    Reason.PHASE_COUNT: "Incomplete series: temporal phases",
+    Reason.NO_CONTRAST: "No contrast agent",
+    Reason.ORIENTATION: "Not an axial acquisition",
+    Reason.GAP: "Gap between slices",
+    Reason.UNEVEN_SPACING: "Uneven slice spacing",
+    Reason.DUPLICATE_POSITION: "Duplicate slice position",
+    Reason.INCONSISTENT_GEOMETRY: "Inconsistent geometry",
+    Reason.MISSING_GEOMETRY: "Missing geometry",
+    Reason.NO_LESION: "No lesion found",
+    Reason.INPUT_OUT_OF_RANGE: "Input out of range",
+    Reason.UNDECODABLE_PIXELS: "Pixel data could not be decoded",
+    Reason.UNREADABLE_FILE: "Unreadable file",
+}  # the other reasons are coded as "Other reason", with their own code value
 
 
-def reason_code(reason: str) -> Code:
-    meaning = REASONS.get(reason, "Other reason")
-    return Code(f"ABST_{reason.upper()}"[:16], SCHEME, meaning)
+def reason_code(reason: Reason | str) -> Code:
+    """The coded concept of ``reason``; ``ValueError`` if it is not a :class:`Reason`."""
+    reason = Reason(reason)
+    return Code(f"ABST_{reason.upper()}"[:16], SCHEME, MEANINGS.get(reason, "Other reason"))
 
 
-def build_abstention_sr(source: Sequence[Dataset], reasons: Sequence[str], *,
+def build_abstention_sr(source: Sequence[Dataset], reasons: Sequence[Reason | str], *,
                         identity: ResultIdentity) -> hd.sr.Comprehensive3DSR:
+    """``source``: the series' datasets (``source[0]`` gives patient and study)."""
     evaluations = [hd.sr.QualitativeEvaluation(NOT_ANALYSED, reason_code(r)) for r in reasons]
     evaluations.append(hd.sr.QualitativeEvaluation(INTENDED_USE, RESEARCH_ONLY))
     group = hd.sr.MeasurementsAndQualitativeEvaluations(

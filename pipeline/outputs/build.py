@@ -1,11 +1,13 @@
-"""From an analysis (or an abstention) to the datasets sent to PACS."""
+"""From an analysis (or an abstention) to the datasets sent to PACS.
+
+The builders take in-memory datasets, as highdicom's constructors do: the headers the volume
+kept when the series was loaded, or the series' datasets for an abstention. They read no file.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
-import pydicom
 from pydicom.dataset import Dataset
 
 from pipeline.analysis import Analysis
@@ -14,6 +16,8 @@ from pipeline.outputs.identity import ResultIdentity
 from pipeline.outputs.key_image import build_key_image
 from pipeline.outputs.seg import build_seg
 from pipeline.outputs.sr import build_measurement_sr
+from pipeline.reasons import Reason
+from pipeline.volume import Volume
 
 
 def reference_phase(phases: int) -> int:
@@ -21,14 +25,14 @@ def reference_phase(phases: int) -> int:
     return 0 if phases == 1 else 1
 
 
-def source_headers(paths: Sequence[Path], analysis: Analysis) -> list[Dataset]:
-    """Headers of the referenced phase's instances, in the volume's slice order."""
-    uids = analysis.volume.sop_instance_uids[reference_phase(analysis.volume.phases)]
-    by_uid = {}
-    for path in paths:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        by_uid[str(ds.SOPInstanceUID)] = ds
-    return [by_uid[u] for u in uids]
+def source_headers(volume: Volume) -> list[Dataset]:
+    """Headers of the referenced phase's instances, in the volume's slice order.
+
+    Raises ``ValueError`` for a volume without headers (one not made by ``load_series``).
+    """
+    if len(volume.headers) != volume.phases:
+        raise ValueError("the volume kept no DICOM headers: load the series with pipeline.load_series")
+    return list(volume.headers[reference_phase(volume.phases)])
 
 
 def summary_line(analysis: Analysis) -> str:
@@ -45,8 +49,9 @@ def headline(analysis: Analysis) -> str:
     return f"AI: {cls.label}, P(metastasis) {cls.probability_metastasis:.2f}"
 
 
-def build_results(analysis: Analysis, source: Sequence[Dataset]) -> list[Dataset]:
-    """SEG, TID 1500 SR and key image for a completed analysis."""
+def build_results(analysis: Analysis) -> list[Dataset]:
+    """SEG, TID 1500 SR and key image for a completed analysis, on the headers its volume kept."""
+    source = source_headers(analysis.volume)
     cls = analysis.classification
     identity = ResultIdentity(source_series_uid=analysis.volume.series_uid, unet_sha256=analysis.unet_sha256,
                               classifier_sha256=None if cls is None else cls.sha256)
@@ -62,5 +67,14 @@ def build_results(analysis: Analysis, source: Sequence[Dataset]) -> list[Dataset
     return [seg, sr, key]
 
 
-def build_abstention(source: Sequence[Dataset], reasons: Sequence[str], series_uid: str) -> Dataset:
-    return build_abstention_sr(source, reasons, identity=ResultIdentity(source_series_uid=series_uid))
+def build_abstention(series: Sequence[Dataset], reasons: Sequence[Reason | str]) -> Dataset:
+    """The abstention SR for a series not analysed: ``series`` are its datasets (headers are
+    enough, in any order: the evidence is listed by InstanceNumber), ``reasons`` the coded reasons.
+
+    Raises ``ValueError`` when ``series`` is empty or a reason is not a :class:`Reason`.
+    """
+    if not series:
+        raise ValueError("an abstention SR needs at least one dataset of the series")
+    source = sorted(series, key=lambda ds: int(ds.get("InstanceNumber", 0) or 0))
+    identity = ResultIdentity(source_series_uid=str(source[0].SeriesInstanceUID))
+    return build_abstention_sr(source, reasons, identity=identity)

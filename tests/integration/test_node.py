@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pydicom
@@ -19,6 +19,7 @@ from dicomnode.node import Node
 from dicomnode.retry import RetryPolicy
 from dicomnode.scu import send_files
 from dicomnode.worker import Worker
+from pipeline.reasons import Reason
 from tests.conftest import wait_for, write_sagittal_t2
 
 
@@ -60,7 +61,7 @@ def test_eleven_slices_abstain_after_the_quiet_period(node_factory, series_files
     node = node_factory(protocol={"quiet_period_s": 1.0})
     send(node, series_files(101)[:11])
     job = wait_for(lambda: next((j for j in jobs(node) if j.state is JobState.ABSTAINED), None), timeout=20)
-    assert job.kind is JobKind.ABSTAIN and job.reason == "slice_count"
+    assert job.kind is JobKind.ABSTAIN and job.reasons == [Reason.SLICE_COUNT]
     assert series_rows(node)[0].state is SeriesState.ABSTAINED
     # the missing slice arrives late: the series re-opens and completes
     send(node, series_files(101)[11:])
@@ -106,7 +107,7 @@ def test_sagittal_series_is_ignored(node_factory, series_files, tmp_path) -> Non
     out = write_sagittal_t2(series_files(103), tmp_path, ".1")
     assert send(node, out) == [0] * 12
     series = wait_for(lambda: [s for s in series_rows(node) if s.state is SeriesState.IGNORED])
-    assert series[0].reason == "not_vibe_family"
+    assert series[0].reasons == [Reason.NOT_VIBE_FAMILY]
     assert jobs(node) == []
 
 
@@ -181,7 +182,7 @@ def test_failing_stage_is_retried_then_dead(node_factory, series_files) -> None:
     send(node, series_files(101))
     wait_for(lambda: jobs(node))
 
-    def broken(paths: list[Path]) -> dict:
+    def broken(datasets: Sequence[pydicom.Dataset]) -> dict:
         raise RuntimeError("stage exploded")
 
     worker = Worker(node.cfg, node.sessions, name="w", stage=broken)
@@ -275,7 +276,7 @@ def test_bad_series_is_recorded_as_an_abstention_and_the_node_goes_on(node_facto
     statuses = send(node, files)
     assert set(statuses) <= {0x0000, 0xC210}, statuses  # stored as received, or refused as unreadable
     job = wait_for(lambda: next((j for j in jobs(node) if j.state is JobState.ABSTAINED), None), timeout=30)
-    assert {r for r in job.reason.split(",")} <= reasons, job.reason
+    assert set(job.reasons) <= reasons, job.reasons
     # the node goes on: a good series is still analysed
     assert send(node, series_files(101)) == [0] * 12
     assert wait_for(lambda: job_done(node), timeout=60).kind is JobKind.ANALYSE
