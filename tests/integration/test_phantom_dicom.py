@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import highdicom as hd
@@ -12,12 +11,7 @@ import pytest
 
 from phantom import generate_study, write_study
 from pipeline.volume import load_series
-from tests.conftest import require_tool
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    proc = subprocess.run([require_tool("dciodvfy"), str(path)], capture_output=True, text=True, check=False)
-    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
+from tests.dciodvfy import dciodvfy_errors
 
 
 def test_same_seed_same_bytes(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,9 @@ from phantom.writer import read_truth
 from pipeline.analysis import analyse
 from pipeline.outputs.build import build_results, source_headers
 from pipeline.outputs.sr import PRIMARY_BONE_MALIGNANCY
-from tests.conftest import require_tool, wait_for
+from pipeline.volume import load_series
+from tests.conftest import wait_for
+from tests.dciodvfy import dataset_errors
 
 SEG = "1.2.840.10008.5.1.4.1.1.66.4"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -79,13 +80,6 @@ def start_node(node_factory, port: int, **sender_cfg):  # noqa: ANN001, ANN201
     return node
 
 
-def dciodvfy_errors(ds: pydicom.Dataset, tmp_path: Path) -> list[str]:
-    path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    run = subprocess.run([require_tool("dciodvfy"), str(path)], capture_output=True, text=True, check=False)
-    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
-
-
 def outbox(node) -> list[OutboxItem]:  # noqa: ANN001
     with node.sessions() as s:
         return list(s.scalars(select(OutboxItem).order_by(OutboxItem.id)))
@@ -130,7 +124,7 @@ def test_results_arrive_valid_and_under_the_right_patient_and_study(node_with_pa
     for ds in pacs.received:
         assert ds.StudyInstanceUID == source.StudyInstanceUID and ds.PatientID == source.PatientID
         assert ds.SeriesInstanceUID != source.SeriesInstanceUID
-        assert dciodvfy_errors(ds, tmp_path) == [], ds.SOPClassUID
+        assert dataset_errors(ds, tmp_path) == [], ds.SOPClassUID
     seg = hd.seg.segread(tmp_path / f"{by_class[SEG].SOPInstanceUID}.dcm")
     labels = [seg.get_segment_description(n).segment_label for n in seg.segment_numbers]
     assert labels == ["Lesion (U-Net)", "Lesion (region growing)"]
@@ -167,12 +161,12 @@ def test_results_arrive_valid_and_under_the_right_patient_and_study(node_with_pa
 def test_seg_frames_match_the_masks_slice_by_slice(phantom_dir: Path) -> None:
     """Frame k is slice k, empty frames included, on the (oblique) source geometry."""
     files = sorted((phantom_dir / "study_102" / "series").glob("*.dcm"))
-    analysis = analyse(files)
-    source = source_headers(files, analysis)
+    analysis = analyse(load_series(files))
+    source = source_headers(analysis.volume)
     assert abs(float(np.degrees(np.arccos(abs(np.cross(
         np.array(source[0].ImageOrientationPatient[:3], dtype=float),
         np.array(source[0].ImageOrientationPatient[3:], dtype=float))[2]))))) > 1  # oblique
-    seg, sr, key = build_results(analysis, source)
+    seg, sr, key = build_results(analysis)
     uids = [str(ds.SOPInstanceUID) for ds in source]
     pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1, 2],
                                                assert_missing_frames_are_empty=True)
@@ -190,9 +184,8 @@ def test_uids_are_deterministic_and_change_with_the_model(phantom_dir: Path) -> 
     from pipeline.outputs.identity import ResultIdentity
 
     files = sorted((phantom_dir / "study_101" / "series").glob("*.dcm"))
-    first = analyse(files)
-    a = build_results(first, source_headers(files, first))
-    b = build_results(analyse(files), source_headers(files, first))
+    a = build_results(analyse(load_series(files)))
+    b = build_results(analyse(load_series(files)))
     assert [ds.SOPInstanceUID for ds in a] == [ds.SOPInstanceUID for ds in b]
     assert [ds.SeriesInstanceUID for ds in a] == [ds.SeriesInstanceUID for ds in b]
     same = ResultIdentity(source_series_uid="1.2.3", unet_sha256="aa")
@@ -239,7 +232,7 @@ def test_abstention_sr_for_an_incomplete_series(node_with_pacs, pacs, series_fil
     wait_for(lambda: len(pacs.received) >= 1, timeout=60)
     (sr,) = pacs.received
     assert str(sr.SOPClassUID) == COMPREHENSIVE_3D_SR
-    assert dciodvfy_errors(sr, tmp_path) == []
+    assert dataset_errors(sr, tmp_path) == []
     parsed = hd.sr.srread(tmp_path / f"{sr.SOPInstanceUID}.dcm")
     text = str(parsed.ContentSequence)
     assert "ABST_SLICE_COUNT" in text and "Incomplete series: slice count" in text
