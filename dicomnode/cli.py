@@ -36,6 +36,14 @@ def _phases(text: str) -> tuple[int, int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spinenode", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_node_commands(sub)
+    _add_data_commands(sub)
+    _add_training_commands(sub)
+    return parser
+
+
+def _add_node_commands(sub: argparse._SubParsersAction) -> None:
+    """Running and inspecting the node itself."""
     p = sub.add_parser("serve", help="run the node: SCP, assembler and worker(s)")
     _add_config(p)
     p = sub.add_parser("worker", help="run a worker alone, against the configured database")
@@ -43,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="studies, series, jobs and outbox per state")
     _add_config(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _add_data_commands(sub: argparse._SubParsersAction) -> None:
+    """Making, sending and re-sending DICOM data."""
     p = sub.add_parser("synth", help="write synthetic phantom studies (series + ground-truth SEG + JSON)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--studies", type=int, default=1)
@@ -65,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("resend", help="queue dead results again (or every result of one job)")
     _add_config(p)
     p.add_argument("--job", type=int, default=None, help="every outbox item of this job, sent or not")
+
+
+def _add_training_commands(sub: argparse._SubParsersAction) -> None:
+    """Training and evaluating the models (phantoms by default)."""
+    _add_train_unet(sub)
+    _add_train_radiomics(sub)
+    _add_train_classifier(sub)
+    _add_evaluate_seg(sub)
+
+
+def _add_train_unet(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-unet", help="train the improved U-Net (phantoms, or --data with a site's DICOM + SEG)")
     p.add_argument("--work", type=Path, default=Path("var/train-unet"), help="checkpoints (resumable)")
     p.add_argument("--out", type=Path, default=None, help="write the best weights here (+ .sha256, .json)")
@@ -76,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--fp32", action="store_true", help="train in fp32 instead of bf16 autocast")
     p.add_argument("--stop-after", type=int, default=None, help="end this run after N epochs (resume later)")
+    p.add_argument("--look", choices=("classic", "randomised", "mixed"), default="classic",
+                   help="phantom look: the painted classic one, domain-randomised 3D label maps, or both")
+    p.add_argument("--randomised-fraction", type=float, default=0.7, help="with --look mixed: share of randomised")
+    p.add_argument("--processes", type=int, default=1, help="processes generating phantoms (one thread each)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
+    p.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tuning)")
+    p.add_argument("--cache", type=Path, default=None, help="prepared slices (.pt): read if present, else written")
+
+
+def _add_train_radiomics(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-radiomics", help="radiomics signature (mRMR + LASSO) with 10-fold CV, on phantoms")
     p.add_argument("--studies", type=int, default=160)
     p.add_argument("--seed", type=int, default=30000)
@@ -83,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="signature JSON")
     p.add_argument("--cache", type=Path, default=None, help="feature table cache (.npz)")
     p.add_argument("--figure", type=Path, default=None, help="PNG of the selected features' coefficients")
+
+
+def _add_train_classifier(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-classifier", help="3D Inception-ResNet + SE classifier: 10-fold CV, weights, "
                                                 "held-out ROC against radiomics")
     p.add_argument("--work", type=Path, default=Path("var/train-classifier"), help="cube caches")
@@ -97,31 +133,46 @@ def build_parser() -> argparse.ArgumentParser:
                           ("threads", 0), ("held-out-single", 60), ("held-out-dynamic", 40)):
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--lr", type=float, default=2e-3)
+
+
+def _add_evaluate_seg(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate-seg", help="U-Net vs region growing on held-out phantoms (PA, IoU, Dice)")
     p.add_argument("--studies", type=int, default=40)
     p.add_argument("--seed", type=int, default=900000, help="first held-out seed (training never uses 900000+)")
     p.add_argument("--phases", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("var/evaluation"))
-    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
-    return parser
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    p.add_argument("--look", choices=("classic", "randomised"), default="classic",
+                   help="phantom look of the held-out studies")
+    p.add_argument("--weights", type=Path, default=None, help="U-Net weights to score instead of the shipped ones")
 
 
 def _cmd_evaluate_seg(args: argparse.Namespace) -> int:
+    from training.errors import TrainingError
     from training.evaluate_seg import evaluate
 
-    evaluate(args.studies, args.out, seed=args.seed, phases=args.phases, precision=args.precision)
+    try:
+        evaluate(args.studies, args.out, seed=args.seed, phases=args.phases, precision=args.precision,
+                 look=args.look, weights=args.weights)
+    except TrainingError as exc:
+        raise NodeError(str(exc)) from exc
     print(f"wrote {args.out}/segmentation_table.md, segmentation_per_study.csv, segmentation.png")
     return 0
 
 
 def _cmd_train_radiomics(args: argparse.Namespace) -> int:
+    from training.errors import TrainingError
     from training.train_radiomics import train
 
-    train(args.studies, args.seed, args.phases, args.out, args.cache, args.figure)
+    try:
+        train(args.studies, args.seed, args.phases, args.out, args.cache, args.figure)
+    except TrainingError as exc:
+        raise NodeError(str(exc)) from exc
     return 0
 
 
 def _cmd_train_classifier(args: argparse.Namespace) -> int:
+    from training.errors import TrainingError
     from training.train_classifier import TrainConfig, train
 
     cfg = TrainConfig(studies=args.studies, steps=args.steps, batch=args.batch, lr=args.lr, folds=args.folds,
@@ -130,18 +181,25 @@ def _cmd_train_classifier(args: argparse.Namespace) -> int:
     try:
         train(cfg, args.work, args.out, data_dir=args.data, labels=args.labels, figure=args.figure,
               report=args.report, skip_cv=args.no_cv)
-    except ValueError as exc:
+    except (TrainingError, ValueError) as exc:
         raise NodeError(str(exc)) from exc
     return 0
 
 
 def _cmd_train_unet(args: argparse.Namespace) -> int:
+    from training.errors import TrainingError
     from training.train_unet import TrainConfig, train
 
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch=args.batch,
                       crop=args.crop, lr=args.lr, train_studies=args.train_studies,
-                      val_studies=args.val_studies, seed=args.seed, threads=args.threads, bf16=not args.fp32)
-    result = train(cfg, args.work, args.out, resume=args.resume, data_dir=args.data, stop_after=args.stop_after)
+                      val_studies=args.val_studies, seed=args.seed, threads=args.threads, bf16=not args.fp32,
+                      look=args.look, randomised_fraction=args.randomised_fraction, processes=args.processes,
+                      device=args.device, init=None if args.init is None else str(args.init))
+    try:
+        result = train(cfg, args.work, args.out, resume=args.resume, data_dir=args.data,
+                       stop_after=args.stop_after, cache=args.cache)
+    except TrainingError as exc:
+        raise NodeError(str(exc)) from exc
     print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2))
     return 0
 

@@ -20,29 +20,46 @@ from phantom import generate_study
 from pipeline.metrics import segmentation_scores
 from pipeline.region_growing import segment as region_growing
 from pipeline.segmentation import UNetSegmenter
+from training.errors import TrainingError
 
 HELD_OUT_SEED = 900000
 METHODS = ("unet", "region_growing")
 
 
+def held_out_study(look: str, seed: int, phases: int) -> tuple[np.ndarray, np.ndarray, float, dict]:
+    """(image, truth mask, pixel spacing in mm, description) of one held-out study of ``look``."""
+    if look == "classic":
+        study = generate_study(seed, phases=phases)
+        p = study.params
+        return (segmentation_input(study.pixels).astype(np.float32), study.mask, p.pixel_spacing_mm,
+                {"label": p.label_name, "matrix": f"{p.rows}x{p.columns}"})
+    if look == "randomised":
+        from phantom.randomised import generate_randomised
+
+        r = generate_randomised(seed)
+        rows, cols = r.meta["matrix"]
+        return (segmentation_input(r.pixels).astype(np.float32), r.mask, float(r.meta["pixel_mm"]),
+                {"label": "metastasis" if r.label else "primary", "matrix": f"{rows}x{cols}"})
+    raise TrainingError(f"unknown phantom look {look!r}: use classic or randomised")
+
+
 def evaluate(studies: int, out: Path, *, seed: int = HELD_OUT_SEED, phases: int = 1,
-             precision: str = "bf16") -> dict:
+             precision: str = "auto", look: str = "classic", weights: Path | None = None) -> dict:
+    """Scores on held-out studies of ``look`` (the shipped U-Net, or ``weights``)."""
     out.mkdir(parents=True, exist_ok=True)
-    segmenter = UNetSegmenter(precision=precision)
+    segmenter = UNetSegmenter(precision=precision) if weights is None else UNetSegmenter(weights, precision=precision)
     rows: list[dict] = []
     overlays: list[tuple] = []
-    for s in tqdm(range(seed, seed + studies), desc="held-out phantoms", unit="study"):
-        study = generate_study(s, phases=phases)
-        image = segmentation_input(study.pixels).astype(np.float32)
-        px = study.params.pixel_spacing_mm
+    for s in tqdm(range(seed, seed + studies), desc=f"held-out {look} phantoms", unit="study"):
+        image, mask, px, about = held_out_study(look, s, phases)
         preds = {"unet": segmenter.segment(image), "region_growing": region_growing(image, (px, px)).mask}
-        row = {"seed": s, "label": study.params.label_name, "matrix": f"{study.params.rows}x{study.params.columns}"}
+        row = {"seed": s, **about}
         for method, pred in preds.items():
-            for metric, value in segmentation_scores(pred, study.mask).items():
+            for metric, value in segmentation_scores(pred, mask).items():
                 row[f"{method}_{metric}"] = value
         rows.append(row)
         if len(overlays) < 4:
-            overlays.append((image, study.mask, preds, s))
+            overlays.append((image, mask, preds, s))
     summary = {f"{m}_{k}": {"mean": float(np.mean([r[f"{m}_{k}"] for r in rows])),
                             "sd": float(np.std([r[f"{m}_{k}"] for r in rows], ddof=1)) if len(rows) > 1 else 0.0}
                for m in METHODS for k in ("pa", "iou", "dice")}
@@ -57,7 +74,7 @@ def evaluate(studies: int, out: Path, *, seed: int = HELD_OUT_SEED, phases: int 
         table.append(f"| {name} | " + " | ".join(cells) + " |")
     text = "\n".join(table)
     (out / "segmentation_table.md").write_text(
-        f"Held-out phantoms: seeds {seed}-{seed + studies - 1}, phases {phases}\n\n{text}\n")
+        f"Held-out {look} phantoms: seeds {seed}-{seed + studies - 1}, phases {phases}\n\n{text}\n")
     (out / "segmentation_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _figure(rows, overlays, out / "segmentation.png")
     print(text)

@@ -1,6 +1,12 @@
 """`spinenode train-unet`: train the improved U-Net on phantoms (or a site's labelled folders).
 
-Seeds: training studies use ``--train-seeds`` (default 10000-...), validation 20000-..., and
+Phantoms come in two looks (``training.looks``): ``classic``, ``randomised`` (domain-randomised
+3D label maps) or ``mixed`` (each study drawn from ``randomised`` with ``randomised_fraction``).
+Validation uses 8 studies of each look the run trains on. ``init`` starts from existing weights
+(fine-tuning), ``cache`` keeps the prepared slices so a second run skips generating them. The loss
+is MONAI's ``DiceCELoss`` (cross-entropy plus the lesion channel's Dice).
+
+Seeds: training studies use ``--train-seed`` (default 10000-...), validation 20000-..., and
 evaluation (`spinenode evaluate-seg`) uses 900000-..., a range training never touches.
 """
 
@@ -9,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +26,8 @@ from tqdm import tqdm
 
 from models import weights
 from models.unet import AttentionResUNet
-from training import seg_data
+from training import looks, seg_data
+from training.errors import CheckpointMismatchError, TrainingDataError, TrainingError
 
 VALIDATION_SEED = 20000
 
@@ -38,12 +46,29 @@ class TrainConfig:
     threads: int = 0
     bf16: bool = True
     lesion_fraction: float = 0.7
+    look: str = "classic"
+    randomised_fraction: float = 0.7
+    processes: int = 1
+    device: str = "auto"
+    init: str | None = None  # weights to start from (their .sha256 is checked)
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    prob = torch.softmax(logits.float(), dim=1)[:, 1]
-    inter = (prob * target).sum()
-    return 1 - (2 * inter + 1) / (prob.sum() + target.sum() + 1)
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when present, else the CPU; ``cpu`` and ``cuda`` as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise TrainingError(f"unknown device {name!r}: use auto, cpu or cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device cuda was asked for but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def make_loss() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Cross-entropy plus the Dice of the lesion channel (MONAI), on (N, 2, H, W) logits and (N, 1, H, W) masks."""
+    from monai.losses import DiceCELoss
+
+    return DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
 
 
 def _augment(images: torch.Tensor, masks: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,20 +120,34 @@ class CropSampler:
         return torch.stack(images)[:, None], torch.stack(masks)[:, None]
 
 
-def load_data(cfg: TrainConfig, data_dir: Path | None) -> tuple[seg_data.SliceSet, list[seg_data.SliceSet]]:
-    """Training slices, and validation volumes (one SliceSet per study, for volume Dice)."""
+def load_data(cfg: TrainConfig, data_dir: Path | None, cache: Path | None = None
+              ) -> tuple[seg_data.SliceSet, list[seg_data.SliceSet]]:
+    """Training slices, and validation volumes (one SliceSet per study, for volume Dice); with
+    ``cache``, read from there when it exists, else made and written there."""
+    if cache is not None and cache.exists():
+        saved = torch.load(cache, map_location="cpu", weights_only=True)
+        return seg_data.SliceSet(*saved["train"]), [seg_data.SliceSet(*v) for v in saved["val"]]
+    train, val = _make_data(cfg, data_dir)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"train": (train.images, train.masks), "val": [(v.images, v.masks) for v in val]}, cache)
+    return train, val
+
+
+def _make_data(cfg: TrainConfig, data_dir: Path | None) -> tuple[seg_data.SliceSet, list[seg_data.SliceSet]]:
     if data_dir is not None:
         studies = [seg_data.prepare(v.pixels, m) for _, v, m in tqdm(list(seg_data.labelled_folder(data_dir)),
                                                                desc="site data")]
         if len(studies) < 2:
-            raise SystemExit(f"need at least 2 labelled studies under {data_dir}, found {len(studies)}")
+            raise TrainingDataError(f"need at least 2 labelled studies under {data_dir}, found {len(studies)}")
         n_val = max(1, len(studies) // 10)
         return seg_data.SliceSet.concat(studies[n_val:]), studies[:n_val]
     seeds = range(cfg.train_seed, cfg.train_seed + cfg.train_studies)
-    train = [seg_data.prepare(p, m) for _, p, m in tqdm(seg_data.phantom_studies(seeds), total=len(seeds),
-                                                         desc="phantoms", unit="study")]
+    train = looks.prepared_studies(cfg.look, seeds, randomised_fraction=cfg.randomised_fraction,
+                                   processes=cfg.processes, desc=f"{cfg.look} phantoms")
     val_seeds = range(VALIDATION_SEED, VALIDATION_SEED + cfg.val_studies)
-    val = [seg_data.prepare(p, m) for _, p, m in seg_data.phantom_studies(val_seeds)]
+    val_looks = ("classic", "randomised") if cfg.look == "mixed" else (cfg.look,)
+    val = [s for look in val_looks for s in looks.prepared_studies(look, val_seeds, desc=f"validation {look}")]
     return seg_data.SliceSet.concat(train), val
 
 
@@ -116,12 +155,13 @@ def load_data(cfg: TrainConfig, data_dir: Path | None) -> tuple[seg_data.SliceSe
 def validate(model: AttentionResUNet, studies: list[seg_data.SliceSet], bf16: bool) -> float:
     """Mean per-study 3D Dice at network resolution."""
     model.eval()
+    device = next(model.parameters()).device
     scores = []
     for s in studies:
-        x = s.images.float()[:, None].contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        x = s.images.float()[:, None].to(device).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             pred = torch.cat([model(x[i:i + 4]).float().argmax(1) for i in range(0, len(x), 4)])
-        truth = s.masks.bool()
+        pred, truth = pred.cpu(), s.masks.bool()
         inter = (pred.bool() & truth).sum().item()
         denom = pred.sum().item() + truth.sum().item()
         scores.append(1.0 if denom == 0 else 2 * inter / denom)
@@ -129,66 +169,113 @@ def validate(model: AttentionResUNet, studies: list[seg_data.SliceSet], bf16: bo
     return float(np.mean(scores))
 
 
+@dataclass
+class _Run:
+    """One training run's network, optimiser, schedule and the generator of crops and augmentation."""
+
+    model: AttentionResUNet
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    gen: torch.Generator
+    total_steps: int
+    device: torch.device
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+    @classmethod
+    def make(cls, cfg: TrainConfig) -> _Run:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        device = resolve_device(cfg.device)
+        model = AttentionResUNet()
+        if cfg.init is not None:
+            weights.load_into(model, Path(cfg.init))
+        model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+        total = cfg.epochs * cfg.steps_per_epoch
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.1)
+        return cls(model=model, opt=opt, sched=sched, gen=gen, total_steps=total, device=device, loss=make_loss())
+
+    def resume(self, ckpt: Path) -> tuple[int, float, list[dict]]:
+        """Load ``ckpt``; returns the next epoch, the best validation Dice and the history."""
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        total = self.total_steps
+        if state.get("total_steps", total) != total:
+            raise CheckpointMismatchError(
+                f"{ckpt} was made for {state['total_steps']} steps, not {total}: resume with the "
+                "same --epochs and --steps-per-epoch, or use a new --work folder")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.gen.set_state(state["gen"])
+        return state["epoch"] + 1, state["best"], state["history"]
+
+    def epoch(self, sampler: CropSampler, cfg: TrainConfig, epoch: int) -> list[float]:
+        """One epoch of ``cfg.steps_per_epoch`` steps; returns the loss of each step."""
+        losses: list[float] = []
+        bar = tqdm(range(cfg.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step")
+        for _ in bar:
+            losses.append(self.step(sampler, cfg.bf16))
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        return losses
+
+    def step(self, sampler: CropSampler, bf16: bool) -> float:
+        """One optimiser step on an augmented batch (cross-entropy + Dice); returns the loss."""
+        images, masks = _augment(*sampler.batch(), self.gen)
+        images = images.to(self.device).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = self.model(images)
+        loss = self.loss(logits.float(), masks.to(self.device))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        return loss.item()
+
+    def checkpoint(self, ckpt: Path, epoch: int, best: float, history: list[dict]) -> None:
+        torch.save({"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                    "sched": self.sched.state_dict(), "gen": self.gen.get_state(), "epoch": epoch,
+                    "best": best, "history": history, "total_steps": self.total_steps}, ckpt)
+
+
 def train(cfg: TrainConfig, work: Path, out: Path | None, *, resume: bool = False,
-          data_dir: Path | None = None, stop_after: int | None = None) -> dict:
+          data_dir: Path | None = None, stop_after: int | None = None, cache: Path | None = None) -> dict:
     """Train (or resume) and return the history; ``stop_after`` ends this run after that many
-    epochs (the checkpoint lets a later ``resume`` finish the schedule)."""
+    epochs (the checkpoint lets a later ``resume`` finish the schedule).
+
+    Raises :class:`TrainingDataError` (too few site studies) or :class:`CheckpointMismatchError`."""
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    data, val = load_data(cfg, data_dir)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    model = AttentionResUNet().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    total = cfg.epochs * cfg.steps_per_epoch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.1)
+    data, val = load_data(cfg, data_dir, cache)
+    run = _Run.make(cfg)
     history: list[dict] = []
     start_epoch, best = 0, -1.0
     ckpt = work / "checkpoint.pt"
     if resume and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if state.get("total_steps", total) != total:
-            raise SystemExit(f"{ckpt} was made for {state['total_steps']} steps, not {total}: resume with the "
-                             "same --epochs and --steps-per-epoch, or use a new --work folder")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        gen.set_state(state["gen"])
-        start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
-    sampler = CropSampler(data, cfg, gen)
+        start_epoch, best, history = run.resume(ckpt)
+    sampler = CropSampler(data, cfg, run.gen)
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
     for epoch in range(start_epoch, end_epoch):
-        losses = []
-        bar = tqdm(range(cfg.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step")
-        for _ in bar:
-            images, masks = _augment(*sampler.batch(), gen)
-            images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                logits = model(images)
-            target = masks[:, 0]
-            loss = F.cross_entropy(logits.float(), target.long()) + dice_loss(logits, target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        dice = validate(model, val, cfg.bf16)
+        losses = run.epoch(sampler, cfg, epoch)
+        dice = validate(run.model, val, cfg.bf16)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": dice,
                         "elapsed_s": round(time.time() - started, 1)})
         print(json.dumps(history[-1]), flush=True)
         if dice > best:
             best = dice
-            torch.save(model.state_dict(), work / "best.pt")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "gen": gen.get_state(), "epoch": epoch, "best": best, "history": history,
-                    "total_steps": total}, ckpt)
+            torch.save(run.model.state_dict(), work / "best.pt")
+        run.checkpoint(ckpt, epoch, best, history)
+    return _result(cfg, run.model, history, best, started, work, out, data_dir)
+
+
+def _result(cfg: TrainConfig, model: AttentionResUNet, history: list[dict], best: float, started: float,
+            work: Path, out: Path | None, data_dir: Path | None) -> dict:
+    """The run's summary; with ``out``, the best weights are saved there (and their checksum added)."""
     last_seed = cfg.train_seed + cfg.train_studies - 1
     result = {"config": asdict(cfg), "history": history, "best_val_dice": best,
               "train_seconds": round(time.time() - started, 1),
-              "data": str(data_dir) if data_dir else f"phantom seeds {cfg.train_seed}-{last_seed}",
+              "data": str(data_dir) if data_dir else f"{cfg.look} phantom seeds {cfg.train_seed}-{last_seed}",
               "threads": torch.get_num_threads()}
     if out is not None:
         model.load_state_dict(torch.load(work / "best.pt", map_location="cpu", weights_only=True))

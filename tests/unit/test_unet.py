@@ -87,10 +87,16 @@ def test_tampered_weights_are_refused(tmp_path: Path) -> None:
 
 
 def test_training_runs_two_steps_and_resumes(tmp_path: Path) -> None:
-    cfg = TrainConfig(epochs=2, steps_per_epoch=2, batch=2, crop=64, train_studies=2, val_studies=1, threads=1)
-    first = train(cfg, tmp_path / "work", tmp_path / "unet.pt", stop_after=1)
-    assert len(first["history"]) == 1 and (tmp_path / "unet.pt.sha256").exists()
-    resumed = train(cfg, tmp_path / "work", None, resume=True)
+    """Both phantom looks, fine-tuning from the shipped weights, the prepared-data cache, resume."""
+    from pipeline.segmentation import DEFAULT_WEIGHTS
+
+    cfg = TrainConfig(epochs=2, steps_per_epoch=2, batch=2, crop=64, train_studies=2, val_studies=1, threads=1,
+                      bf16=False, look="mixed", randomised_fraction=0.5, init=str(DEFAULT_WEIGHTS), device="cpu")
+    cache = tmp_path / "data.pt"
+    first = train(cfg, tmp_path / "work", tmp_path / "unet.pt", stop_after=1, cache=cache)
+    assert len(first["history"]) == 1 and (tmp_path / "unet.pt.sha256").exists() and cache.exists()
+    assert first["data"] == "mixed phantom seeds 10000-10001"
+    resumed = train(cfg, tmp_path / "work", None, resume=True, cache=cache)
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     with pytest.raises(CheckpointMismatchError, match="same --epochs"):
         train(TrainConfig(**{**cfg.__dict__, "epochs": 3}), tmp_path / "work", None, resume=True)

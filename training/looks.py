@@ -1,0 +1,77 @@
+"""The phantom looks the models are trained and evaluated on, as (seed, pixels, mask) studies.
+
+* ``classic``: ``phantom.generate_study``, tissues painted slice by slice with PHANTOM.md's table
+  (one vendor look, tilt in the headers only);
+* ``randomised``: ``phantom.generate_randomised``, 3D label maps with discs, endplates, posterior
+  elements, organs and rendered tilt, every tissue's intensity random (SynthSeg-style).
+
+Two looks built by different methods give a leave-one-look-out check: a model trained on one is
+scored on the other, which it never saw. Seeds are disjoint per use (see ``SEEDS``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training.seg_data import SliceSet, prepare
+
+LOOKS = ("classic", "randomised")
+# where each use draws its seeds from: training, validation during training, held-out evaluation
+SEEDS = {"train": 0, "validation": 800_000, "held_out": 900_000}
+
+
+def studies(look: str, seeds: range | list[int], dynamic_fraction: float = 0.25
+            ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(seed, pixels (phases, slices, rows, cols), mask) for each seed of ``look``."""
+    if look == "classic":
+        from phantom import generate_study
+
+        for seed in seeds:
+            rng = np.random.default_rng([seed, 99])
+            phases = int(rng.integers(3, 9)) if rng.random() < dynamic_fraction else 1
+            study = generate_study(seed, phases=phases)
+            yield seed, study.pixels, study.mask
+    elif look == "randomised":
+        from phantom.randomised import generate_randomised
+
+        for seed in seeds:
+            r = generate_randomised(seed)
+            yield seed, r.pixels, r.mask
+    else:
+        raise ValueError(f"unknown phantom look {look!r}: use one of {', '.join(LOOKS)}")
+
+
+def mixed(seeds: range | list[int], randomised_fraction: float) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Studies of both looks: each seed is drawn from ``randomised`` with the given probability."""
+    for seed in seeds:
+        look = "randomised" if np.random.default_rng([seed, 7]).random() < randomised_fraction else "classic"
+        yield from studies(look, [seed])
+
+
+def _prepare_one(args: tuple[str, int, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    look, seed, fraction = args
+    torch.set_num_threads(1)
+    source = mixed([seed], fraction) if look == "mixed" else studies(look, [seed])
+    _, pixels, mask = next(iter(source))
+    prepared = prepare(pixels, mask)
+    return prepared.images, prepared.masks
+
+
+def prepared_studies(look: str, seeds: range | list[int], *, randomised_fraction: float = 0.7,
+                     processes: int = 1, desc: str = "phantoms") -> list[SliceSet]:
+    """Each study of ``look`` ("classic", "randomised" or "mixed") prepared at network size, made
+    in ``processes`` worker processes (one thread each); the order follows ``seeds``."""
+    if look not in (*LOOKS, "mixed"):
+        raise ValueError(f"unknown phantom look {look!r}: use one of {', '.join((*LOOKS, 'mixed'))}")
+    jobs = [(look, seed, randomised_fraction) for seed in seeds]
+    if processes <= 1:
+        parts = [_prepare_one(j) for j in tqdm(jobs, desc=desc, unit="study")]
+    else:
+        with multiprocessing.get_context("spawn").Pool(processes) as pool:
+            parts = list(tqdm(pool.imap(_prepare_one, jobs), total=len(jobs), desc=desc, unit="study"))
+    return [SliceSet(images, masks) for images, masks in parts]
