@@ -141,7 +141,7 @@ class WorkerConfig:
     workers: int = 1
     torch_threads: int = 0  # 0: as many as the machine has cores
     use_unet: bool = True  # False: region growing only (no weights needed)
-    unet_precision: Precision = Precision.BF16  # bf16: fast path (channels-last + bf16 autocast); or fp32
+    unet_precision: Precision = Precision.AUTO  # auto: bf16 where the CPU has it natively, else fp32
     use_radiomics: bool = True  # Rad-score of the largest lesion with the shipped signature
     use_classifier: bool = True  # 3D classifier: metastasis vs primary malignant bone tumour
 
@@ -161,7 +161,8 @@ class WorkerConfig:
         try:  # the text of config.toml or the environment becomes the enum here, once
             object.__setattr__(self, "unet_precision", parse_precision(self.unet_precision))
         except ValueError:
-            raise ConfigError(f"worker.unet_precision = {self.unet_precision!r}: use 'bf16' or 'fp32'") from None
+            raise ConfigError(f"worker.unet_precision = {self.unet_precision!r}: "
+                              "use 'auto', 'bf16' or 'fp32'") from None
 
 
 @dataclass(frozen=True, kw_only=True)

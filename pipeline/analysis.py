@@ -29,6 +29,7 @@ from pipeline.lesions import Lesion, find_lesions
 from pipeline.metrics import dice
 from pipeline.parameter_maps import ParameterMaps
 from pipeline.parameter_maps import compute as compute_maps
+from pipeline.plausibility import Limits, Verdict, assess, inside_fraction
 from pipeline.precision import Precision, parse_precision
 from pipeline.reasons import Reason
 from pipeline.region_growing import RegionGrowingResult
@@ -55,6 +56,7 @@ class Analysis:
     agreement_dice: float | None
     radiomics: dict[str, Any] | None = None  # mode, rad_score, probability, features used
     classification: Classification | None = None
+    verdict: Verdict | None = None  # the plausibility checks' answer (None: no classifier ran)
     maps_note: str = ""
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -73,6 +75,7 @@ class Analysis:
                          "peak_enhancement": round(les.peak_enhancement, 3)} for les in self.lesions],
             "radiomics": self.radiomics,
             "classification": None if self.classification is None else self.classification.summary(),
+            "verdict": None if self.verdict is None else self.verdict.summary(),
             "parameter_maps": self.maps_note,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
@@ -135,7 +138,18 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     timings[stage] = time.perf_counter() - start
 
 
-def analyse(volume: Volume, *, use_unet: bool = True, precision: str | Precision = Precision.BF16,
+def plausibility_verdict(volume: Volume, rg: RegionGrowingResult, lesion: Lesion, agreement: float | None,
+                         radiomics: dict[str, Any] | None, classification: Classification) -> Verdict:
+    """Whether the largest lesion and the two models support a coded diagnosis."""
+    limits = Limits()
+    inside = inside_fraction(lesion.mask, rg.body.mask, (volume.spacing[1], volume.spacing[2]), limits.body_margin_mm)
+    return assess(inside_body=inside, peak_enhancement=lesion.peak_enhancement, agreement_dice=agreement,
+                  p_classifier=classification.probability_metastasis,
+                  p_radiomics=None if radiomics is None else float(radiomics["probability_metastasis"]),
+                  limits=limits)
+
+
+def analyse(volume: Volume, *, use_unet: bool = True, precision: str | Precision = Precision.AUTO,
             use_radiomics: bool = True, use_classifier: bool = True) -> Analysis:
     """Segment, measure and classify a loaded series (no file is read).
 
@@ -168,9 +182,12 @@ def analyse(volume: Volume, *, use_unet: bool = True, precision: str | Precision
     if use_classifier:
         with _timed(timings, "classifier"):
             classification = classify(volume, image, maps, rg.marrow_level, lesions[0], source_mask)
+    agreement = None if unet_mask is None else dice(unet_mask, rg.mask)
+    verdict = None if classification is None else plausibility_verdict(
+        volume, rg, lesions[0], agreement, radiomics, classification)
     return Analysis(
         volume=volume, image=image, region_growing=rg, unet_mask=unet_mask, unet_sha256=sha,
         lesions=lesions, lesion_source=LesionSource.REGION_GROWING if unet_mask is None else LesionSource.UNET,
-        agreement_dice=None if unet_mask is None else dice(unet_mask, rg.mask), timings=timings,
+        agreement_dice=agreement, timings=timings, verdict=verdict,
         radiomics=radiomics, classification=classification, maps_note=maps.note,
     )

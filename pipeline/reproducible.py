@@ -12,8 +12,8 @@ from pydicom.dataset import Dataset
 
 from pipeline.uids import derived_uid
 
-_DATES = ("ContentDate", "SeriesDate", "InstanceCreationDate")
-_TIMES = ("ContentTime", "SeriesTime", "InstanceCreationTime")
+_DATES = ("ContentDate", "SeriesDate", "InstanceCreationDate", "DateOfSecondaryCapture")
+_TIMES = ("ContentTime", "SeriesTime", "InstanceCreationTime", "TimeOfSecondaryCapture")
 
 
 def pin_generated_values(ds: Dataset, *, uid_parts: tuple[object, ...], date: str, time: str) -> None:

@@ -15,16 +15,16 @@ import torch
 from models import weights
 from models.unet import AttentionResUNet
 from models.unet_io import from_network, normalise, to_network
-from pipeline.precision import Precision, parse_precision
+from pipeline.precision import Precision, resolve
 
 DEFAULT_WEIGHTS = weights.WEIGHTS_DIR / "unet.pt"
 
 
 class UNetSegmenter:
-    def __init__(self, path: Path = DEFAULT_WEIGHTS, *, precision: str | Precision = Precision.BF16,
+    def __init__(self, path: Path = DEFAULT_WEIGHTS, *, precision: str | Precision = Precision.AUTO,
                  batch: int = 4) -> None:
-        """Raises ``ValueError`` for a precision other than bf16 or fp32."""
-        self.precision = parse_precision(precision)
+        """Raises ``ValueError`` for a precision other than auto, bf16 or fp32."""
+        self.precision = resolve(precision)
         self.model = AttentionResUNet()
         self.sha256 = weights.load_into(self.model, path)
         self.model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -48,9 +48,9 @@ _CACHE: dict[tuple[Path, Precision], UNetSegmenter] = {}
 _LOCK = threading.Lock()
 
 
-def get_segmenter(path: Path = DEFAULT_WEIGHTS, precision: str | Precision = Precision.BF16) -> UNetSegmenter:
+def get_segmenter(path: Path = DEFAULT_WEIGHTS, precision: str | Precision = Precision.AUTO) -> UNetSegmenter:
     """One segmenter per (weights, precision) per process."""
-    key = (Path(path), parse_precision(precision))
+    key = (Path(path), resolve(precision))
     with _LOCK:
         if key not in _CACHE:
             _CACHE[key] = UNetSegmenter(path, precision=key[1])

@@ -43,9 +43,12 @@ def summary_line(analysis: Analysis) -> str:
 
 def headline(analysis: Analysis) -> str:
     """The study-level AI class for the key image's top band ("" when the classifier is off)."""
-    cls = analysis.classification
+    cls, verdict = analysis.classification, analysis.verdict
     if cls is None:
         return ""
+    if verdict is not None and verdict.indeterminate:
+        reasons = ", ".join(str(r).replace("_", " ") for r in verdict.reasons)
+        return f"AI: indeterminate ({reasons}), P(metastasis) {cls.probability_metastasis:.2f}"
     return f"AI: {cls.label}, P(metastasis) {cls.probability_metastasis:.2f}"
 
 
@@ -58,7 +61,8 @@ def build_results(analysis: Analysis) -> list[Dataset]:
     seg = build_seg(source, unet_mask=analysis.unet_mask, rg_mask=analysis.region_growing.mask, identity=identity)
     sr = build_measurement_sr(source, seg, analysis.lesions, lesion_segment=1,
                               agreement_dice=analysis.agreement_dice, identity=identity,
-                              radiomics=analysis.radiomics, classification=cls)
+                              radiomics=analysis.radiomics, classification=cls,
+                              verdict=analysis.verdict)
     k = analysis.lesions[0].largest_slice
     key = build_key_image(source[k], analysis.image[k],
                           None if analysis.unet_mask is None else analysis.unet_mask[k],

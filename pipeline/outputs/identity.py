@@ -18,6 +18,11 @@ from pipeline.uids import derived_uid
 
 MANUFACTURER = "spinenode project"
 MODEL_NAME = "spinenode"
+# What the objects contain, as a revision: any change to SEG, SR or key image content bumps it, so
+# new content gets new UIDs (a PACS that keeps the first copy of a UID never hides it).
+# 2: the SR codes "indeterminate" with reasons when the plausibility checks fail; the key image's
+#    time of secondary capture is pinned like the other generated dates and times.
+OUTPUT_REVISION = 2
 NOT_FOR_DIAGNOSIS = "NOT FOR DIAGNOSIS - research use only, models trained on synthetic phantoms"
 
 
@@ -36,7 +41,7 @@ class ResultIdentity:
 
     @property
     def software_versions(self) -> tuple[str, ...]:
-        versions = [f"spinenode {package_version()}"]
+        versions = [f"spinenode {package_version()} outputs r{OUTPUT_REVISION}"]
         if self.unet_sha256:
             versions.append(f"unet sha256 {self.unet_sha256[:16]}")
         if self.classifier_sha256:

@@ -3,7 +3,9 @@ references its segment in the SEG, with volume, maximum diameter, mean and peak 
 study level: the 3D classifier's finding (TID 1501 "Finding" (DCM 121071) = SCT bony metastasis
 or primary malignant neoplasm of bone, at the spine) with its probability of metastasis, the
 Rad-score and the radiomics model's probability, the Dice agreement of U-Net and region growing,
-and the intended use.
+and the intended use. When the plausibility checks (``pipeline.plausibility``) do not support a
+diagnosis, the finding is SCT 82334004 "Indeterminate" and each reason is a coded qualitative
+evaluation (99SPINENODE INDET_REASON); the probabilities are still reported.
 VerificationFlag UNVERIFIED (nobody verified it), completion PARTIAL."""
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydicom.sr.coding import Code
 from pipeline.classification import Classification
 from pipeline.lesions import Lesion
 from pipeline.outputs.identity import MANUFACTURER, MODEL_NAME, ResultIdentity
+from pipeline.plausibility import IndeterminateReason, Verdict
 
 SR_SERIES_NUMBER = 9702
 SCHEME = "99SPINENODE"  # private coding scheme (99 prefix) for concepts without a standard code
@@ -28,7 +31,21 @@ RAD_SCORE = Code("RAD_SCORE", SCHEME, "Radiomics score (Rad-score)")
 RADIOMICS_PROBABILITY = Code("RAD_PROB_MET", SCHEME, "Radiomics model probability of spinal metastasis")
 CLASSIFIER_PROBABILITY = Code("CLS_PROB_MET", SCHEME, "3D classifier probability of spinal metastasis")
 PRIMARY_BONE_MALIGNANCY = Code("93725000", "SCT", "Primary malignant neoplasm of bone")
-AI_CLASS = {True: codes.SCT.BonyMetastasis, False: PRIMARY_BONE_MALIGNANCY}
+INDETERMINATE = Code("82334004", "SCT", "Indeterminate")
+AI_CLASS = {True: codes.SCT.BonyMetastasis, False: PRIMARY_BONE_MALIGNANCY, None: INDETERMINATE}
+INDETERMINATE_REASON = Code("INDET_REASON", SCHEME, "Reason the finding is indeterminate")
+INDETERMINATE_REASONS = {
+    IndeterminateReason.LESION_OUTSIDE_VERTEBRAL_BODY: Code("LESION_OUTSIDE_BODY", SCHEME,
+                                                            "Lesion outside the located vertebral body"),
+    IndeterminateReason.ENHANCEMENT_IMPLAUSIBLE: Code("ENH_IMPLAUSIBLE", SCHEME,
+                                                      "Lesion enhancement outside the plausible range"),
+    IndeterminateReason.SEGMENTATIONS_DISAGREE: Code("SEG_DISAGREE", SCHEME,
+                                                     "U-Net and region growing segmentations disagree"),
+    IndeterminateReason.PROBABILITY_UNCERTAIN: Code("PROB_UNCERTAIN", SCHEME,
+                                                    "Classifier probability in the uncertain band"),
+    IndeterminateReason.MODELS_DISAGREE: Code("MODELS_DISAGREE", SCHEME,
+                                              "3D classifier and radiomics model disagree"),
+}
 INTENDED_USE = Code("INTENDED_USE", SCHEME, "Intended use")
 RESEARCH_ONLY = Code("RESEARCH_ONLY", SCHEME, "Research use only, not for diagnostic use")
 PROCEDURE = codes.LN.MRISpineReport
@@ -71,14 +88,21 @@ def _lesion_group(lesion: Lesion, seg: Dataset, segment_number: int, identity: R
 def build_measurement_sr(source: Sequence[Dataset], seg: Dataset, lesions: Sequence[Lesion], *,
                          lesion_segment: int, agreement_dice: float | None,
                          identity: ResultIdentity, radiomics: dict | None = None,
-                         classification: Classification | None = None) -> hd.sr.Comprehensive3DSR:
+                         classification: Classification | None = None,
+                         verdict: Verdict | None = None) -> hd.sr.Comprehensive3DSR:
+    """``verdict``: the plausibility checks' answer; without one the classifier's class is coded."""
     algorithm = hd.sr.AlgorithmIdentification(name="spinenode", version=identity.model_version[:64])
     groups: list = [_lesion_group(les, seg, lesion_segment, identity, algorithm) for les in lesions]
     study_level = [hd.sr.QualitativeEvaluation(INTENDED_USE, RESEARCH_ONLY)]
     quality = []
     finding = None
-    if classification is not None:
+    if verdict is not None:
+        finding = AI_CLASS[verdict.metastasis]
+        study_level += [hd.sr.QualitativeEvaluation(INDETERMINATE_REASON, INDETERMINATE_REASONS[r])
+                        for r in verdict.reasons]
+    elif classification is not None:
         finding = AI_CLASS[classification.metastasis]
+    if classification is not None:
         quality.append(hd.sr.Measurement(name=CLASSIFIER_PROBABILITY,
                                          value=round(classification.probability_metastasis, 4),
                                          unit=codes.UCUM.NoUnits))

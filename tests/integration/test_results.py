@@ -21,7 +21,7 @@ from dicomnode.scu import send_files
 from phantom.writer import read_truth
 from pipeline.analysis import analyse
 from pipeline.outputs.build import build_results, source_headers
-from pipeline.outputs.sr import PRIMARY_BONE_MALIGNANCY
+from pipeline.outputs.sr import INDETERMINATE, INDETERMINATE_REASON, PRIMARY_BONE_MALIGNANCY
 from pipeline.volume import load_series
 from tests.conftest import wait_for
 from tests.dciodvfy import dataset_errors
@@ -139,10 +139,12 @@ def test_results_arrive_valid_and_under_the_right_patient_and_study(node_with_pa
     assert len(study_level) == 1
     truth = read_truth(files[0].parent.parent)["label_name"]
     expected = codes.SCT.BonyMetastasis if truth == "metastasis" else PRIMARY_BONE_MALIGNANCY
-    assert study_level[0].finding_type == expected  # the classifier's class, right for this phantom
+    finding = study_level[0].finding_type
+    reasons = [e.value for e in study_level[0].get_qualitative_evaluations() if e.name == INDETERMINATE_REASON]
+    assert finding in (expected, INDETERMINATE)  # never the wrong class on this phantom
+    assert (finding == INDETERMINATE) == bool(reasons)  # indeterminate exactly when a check failed, with its reason
     values = {m.name.value: m.value for m in study_level[0].get_measurements()}
     assert 0 <= float(values["CLS_PROB_MET"]) <= 1 and "RAD_SCORE" in values
-    assert (float(values["CLS_PROB_MET"]) >= 0.5) == (truth == "metastasis")
     ref = groups[0].referenced_segment
     assert ref.referenced_sop_instance_uid == seg.SOPInstanceUID
     assert list(ref.referenced_segment_numbers) == [1]
@@ -178,6 +180,32 @@ def test_seg_frames_match_the_masks_slice_by_slice(phantom_dir: Path) -> None:
         empty += not analysis.unet_mask[k].any()
     assert empty > 0  # the test covers empty frames
     assert seg.NumberOfFrames == 2 * len(uids)
+
+
+def test_an_implausible_study_is_reported_indeterminate_with_its_reasons(phantom_dir: Path, tmp_path: Path) -> None:
+    """When the plausibility checks fail, the SR codes "Indeterminate" and each reason, the key
+    image says so, and the objects stay valid (dciodvfy, highdicom)."""
+    from dataclasses import replace
+
+    from pipeline.plausibility import IndeterminateReason, Verdict
+
+    files = sorted((phantom_dir / "study_101" / "series").glob("*.dcm"))
+    analysis = analyse(load_series(files))
+    assert analysis.verdict is not None and analysis.summary()["verdict"] == analysis.verdict.summary()
+    doubt = Verdict(None, (IndeterminateReason.SEGMENTATIONS_DISAGREE, IndeterminateReason.MODELS_DISAGREE))
+    seg, sr_ds, key = build_results(replace(analysis, verdict=doubt))
+    for ds in (sr_ds, key):
+        assert dataset_errors(ds, tmp_path) == [], ds.SOPClassUID
+    sr = hd.sr.srread(tmp_path / f"{sr_ds.SOPInstanceUID}.dcm")
+    study_level = sr.content.get_image_measurement_groups()[0]
+    assert study_level.finding_type == INDETERMINATE
+    reasons = [e.value.value for e in study_level.get_qualitative_evaluations() if e.name == INDETERMINATE_REASON]
+    assert reasons == ["SEG_DISAGREE", "MODELS_DISAGREE"]
+    values = {m.name.value: m.value for m in study_level.get_measurements()}
+    assert float(values["CLS_PROB_MET"]) == round(analysis.classification.probability_metastasis, 4)
+    assert "AI: indeterminate (segmentations disagree, models disagree)" in key.ImageComments
+    plain = build_results(analysis)
+    assert sr_ds.SOPInstanceUID == plain[1].SOPInstanceUID  # same input and models: same UIDs
 
 
 def test_uids_are_deterministic_and_change_with_the_model(phantom_dir: Path) -> None:
