@@ -32,6 +32,7 @@ from sklearn.metrics import roc_auc_score
 
 from bench.crash import REPO, NodeProcess, write_config
 from dicomnode.scu import send_files
+from pipeline.metrics import dice
 
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 SR_CLASSES = {"1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.22"}
@@ -97,11 +98,6 @@ def seg_masks(seg: pydicom.Dataset, source: list[pydicom.Dataset], shape: tuple[
         index = int(np.argmin(np.abs(positions - where)))
         masks.setdefault(number, np.zeros(shape, dtype=bool))[index] |= frames[k].astype(bool)
     return masks
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
 def score_case(case: Path, results: list[pydicom.Dataset]) -> dict[str, Any]:

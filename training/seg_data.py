@@ -1,4 +1,5 @@
-"""Training data for the U-Net: phantom studies made on the fly, or a site's labelled folders.
+"""Training data for the U-Net: preparing slices at network size, and a site's labelled folders
+(phantom studies of either look come from ``training.looks``).
 
 A site's folder holds DICOM series and DICOM Segmentations that reference them (the layout of
 ``spinenode synth`` works, as does any tree: SEG files are found by SOP class and matched to
@@ -38,17 +39,6 @@ class SliceSet:
 def prepare(pixels: np.ndarray, mask: np.ndarray) -> SliceSet:
     image = normalise(segmentation_input(pixels))
     return SliceSet(to_network(image)[:, 0].half(), mask_to_network(mask))
-
-
-def phantom_studies(seeds: range, dynamic_fraction: float = 0.25) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(seed, pixels, mask) for each seed, over the whole phantom range (matrix, tilt, gain...)."""
-    from phantom import generate_study
-
-    for seed in seeds:
-        rng = np.random.default_rng([seed, 99])
-        phases = int(rng.integers(3, 9)) if rng.random() < dynamic_fraction else 1
-        study = generate_study(seed, phases=phases)
-        yield seed, study.pixels, study.mask
 
 
 def labelled_folder(root: Path) -> Iterator[tuple[str, Volume, np.ndarray]]:
