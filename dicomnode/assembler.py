@@ -1,8 +1,10 @@
 """The study assembler: applies the protocol rule to series as they arrive.
 
-Runs as an apscheduler interval job (the sweep that also catches quiet periods) and is woken at
-once by the C-STORE handler after each stored instance, so a series that meets the rule is
-queued without waiting for the timer.
+Runs as an apscheduler interval job (the sweep of every receiving series, which also ends quiet
+periods) and is woken by the C-STORE handler: the first instance stored after a run schedules the
+next run ``WAKE_DELAY_S`` later, and that run decides only the series stored since, so a series
+that meets the rule is queued within a fraction of a second, and a stream of instances costs a
+few runs per second rather than one per instance.
 
 Instances that arrive after a series was decided:
 
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,10 +37,17 @@ from pipeline.reasons import Reason, parse_reasons
 log = get_logger(__name__)
 
 
-def _slices(instances: list[Instance]) -> list[SliceInfo]:
+_SLICE_COLUMNS = (Instance.sop_class_uid, Instance.position, Instance.orientation, Instance.pixel_spacing,
+                  Instance.slice_thickness, Instance.temporal_position, Instance.rows, Instance.columns)
+
+
+def _slices(instances: Sequence[Any]) -> list[SliceInfo]:
     return [SliceInfo(position=i.position, orientation=i.orientation, pixel_spacing=i.pixel_spacing,
                       slice_thickness=i.slice_thickness, temporal_position=i.temporal_position,
                       rows=i.rows, columns=i.columns) for i in instances]
+
+
+WAKE_DELAY_S = 0.25  # instances that arrive within this time of each other are decided in one run
 
 
 class Assembler:
@@ -44,33 +55,54 @@ class Assembler:
         self.sessions = sessions
         self.protocol = protocol
         self.worker = worker
-        self._dirty = threading.Event()
+        self._lock = threading.Lock()  # guards the three fields below
+        self._dirty: set[int] = set()  # series stored since the last run
+        self._full_requested = False
+        self._wake_pending = False
         self._run_lock = threading.Lock()
-        self.wake: Callable[[], None] = lambda: None  # set by the scheduler wiring
+        self.wake: Callable[[], None] = lambda: None  # set by the scheduler wiring: run in WAKE_DELAY_S
 
     def notify(self, series_id: int) -> None:
-        """Called after each stored instance: sweep again as soon as possible."""
-        self._dirty.set()
+        """Called after each stored instance: decide its series in the next run (one wake per run)."""
+        with self._lock:
+            self._dirty.add(series_id)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
         self.wake()
 
-    def run(self) -> None:
-        """One sweep, repeated while instances arrived during it."""
+    def run(self, full: bool = False) -> None:
+        """Decide the series stored since the last run; ``full`` (the interval timer): every series
+        still receiving, which is how quiet periods end. Repeats while instances keep arriving."""
+        with self._lock:
+            self._full_requested |= full
         if not self._run_lock.acquire(blocking=False):
-            return  # a sweep is running; it will see the dirty flag
+            return  # the run going on takes what was notified or requested
         try:
-            self._dirty.set()
-            while self._dirty.is_set():
-                self._dirty.clear()
-                self.sweep()
+            while self._decide_pending():
+                time.sleep(WAKE_DELAY_S)
         finally:
             self._run_lock.release()
 
-    def sweep(self, now: dt.datetime | None = None) -> dict[str, int]:
-        """Decide every series that is still receiving; returns counts per decision."""
+    def _decide_pending(self) -> bool:
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            full, self._full_requested = self._full_requested, False
+            self._wake_pending = bool(dirty or full)
+            if not self._wake_pending:
+                return False
+        self.sweep(only=None if full else dirty)
+        return True
+
+    def sweep(self, now: dt.datetime | None = None, only: set[int] | None = None) -> dict[str, int]:
+        """Decide every series that is still receiving (or those of ``only``); returns counts per decision."""
         now = now or utcnow()
         counts = {"complete": 0, "ignored": 0, "abstained": 0, "pending": 0}
+        query = select(Series.id).where(Series.state == SeriesState.RECEIVING)
+        if only is not None:
+            query = query.where(Series.id.in_(only))
         with self.sessions() as session:
-            ids = session.scalars(select(Series.id).where(Series.state == SeriesState.RECEIVING)).all()
+            ids = session.scalars(query).all()
         for series_id in ids:
             with self.sessions.begin() as session:
                 decision = self._decide(session, series_id, now)
@@ -81,7 +113,7 @@ class Assembler:
         series = session.get(Series, series_id, with_for_update=True)
         if series is None or series.state is not SeriesState.RECEIVING:
             return "pending"
-        instances = list(session.scalars(select(Instance).where(Instance.series_id == series_id)))
+        instances = session.execute(select(*_SLICE_COLUMNS).where(Instance.series_id == series_id)).all()
         verdict = evaluate(series.attrs or {}, {i.sop_class_uid for i in instances},
                            _slices(instances), self.protocol)
         ctx = {"series_uid": series.series_uid, "instances": len(instances)}

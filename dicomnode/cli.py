@@ -210,7 +210,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from dicomnode.db import init_db, make_engine, make_sessionmaker
 
     cfg = load_config(args.config)
-    engine = make_engine(cfg.database.url)
+    engine = make_engine(cfg.database.url, fsync=cfg.node.fsync)
     init_db(engine)
     report = status.collect(make_sessionmaker(engine))
     engine.dispose()
@@ -237,7 +237,7 @@ def _cmd_resend(args: argparse.Namespace) -> int:
     from dicomnode.sender import resend
 
     cfg = load_config(args.config)
-    engine = make_engine(cfg.database.url)
+    engine = make_engine(cfg.database.url, fsync=cfg.node.fsync)
     init_db(engine)
     count = resend(make_sessionmaker(engine), job_id=args.job, dead_only=args.job is None)
     engine.dispose()

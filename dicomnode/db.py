@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -204,17 +205,22 @@ class OutboxItem(Base):
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")  # a committed instance row survives power loss
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
+def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return on_connect
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, full sync, foreign keys and a busy timeout."""
+def make_engine(url: str, *, fsync: bool = True) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout, and with ``fsync``
+    (``node.fsync``) every commit flushed to disk (``synchronous=FULL``: a committed row survives
+    power loss); without, ``synchronous=NORMAL`` (a commit survives a crash of the node)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and ":memory:" not in path:
@@ -222,7 +228,7 @@ def make_engine(url: str) -> Engine:
 
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas("FULL" if fsync else "NORMAL"))
         return engine
     return create_engine(url, pool_pre_ping=True)
 

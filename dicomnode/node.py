@@ -11,6 +11,7 @@ configured).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import threading
@@ -23,12 +24,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
 from dicomnode import logs
-from dicomnode.assembler import Assembler
+from dicomnode.assembler import WAKE_DELAY_S, Assembler
 from dicomnode.config import Config
 from dicomnode.db import init_db, make_engine, make_sessionmaker
 from dicomnode.handlers import StoreContext
+from dicomnode.recorder import Recorder
 from dicomnode.scp import start_scp
 from dicomnode.sender import Sender
+from dicomnode.storage import clear_incoming
 from dicomnode.worker import Worker, worker_name
 
 log = logs.get_logger(__name__)
@@ -44,7 +47,7 @@ def setup(cfg: Config) -> tuple[Engine, sessionmaker]:
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     cfg.data_dir.chmod(0o700)
     logs.configure(cfg.logging.level, cfg.data_dir / cfg.logging.json_file, cfg.logging.console)
-    engine = make_engine(cfg.database.url)
+    engine = make_engine(cfg.database.url, fsync=cfg.node.fsync)
     migration = init_db(engine)
     if migration.changed:
         log.info(migration.log_event(), from_revision=migration.before, to_revision=migration.after)
@@ -61,17 +64,25 @@ class Node:
     stop_event: threading.Event = field(default_factory=threading.Event)
     port: int = 0
     _server: ThreadedAssociationServer | None = None
+    _recorder: Recorder | None = None
     _scheduler: BackgroundScheduler | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> Node:
         assembler = Assembler(self.sessions, self.cfg.protocol, self.cfg.worker)
         self._scheduler = BackgroundScheduler(timezone="UTC")
-        job = self._scheduler.add_job(assembler.run, "interval", seconds=self.cfg.protocol.check_interval_s,
-                                      id="assembler", max_instances=1, coalesce=True)
-        assembler.wake = lambda: job.modify(next_run_time=_now())
+        self._scheduler.add_job(assembler.run, "interval", kwargs={"full": True},
+                                seconds=self.cfg.protocol.check_interval_s, id="assembler", max_instances=2,
+                                coalesce=True)
+        assembler.wake = lambda: self._scheduler.add_job(  # type: ignore[union-attr]
+            assembler.run, "date", run_date=_now() + dt.timedelta(seconds=WAKE_DELAY_S), id="assembler-wake",
+            replace_existing=True)
         self._scheduler.start()
-        ctx = StoreContext(node=self.cfg.node, sessions=self.sessions, on_stored=assembler.notify)
+        if removed := clear_incoming(self.cfg.data_dir):
+            log.info("incoming_cleared", files=removed, note="half-received before a restart; never acknowledged")
+        self._recorder = Recorder(self.engine, self.cfg.node.data_dir, fsync=self.cfg.node.fsync).start()
+        ctx = StoreContext(node=self.cfg.node, sessions=self.sessions, recorder=self._recorder,
+                           on_stored=assembler.notify)
         self._server = start_scp(self.cfg.node, ctx)
         self.port = self._server.server_address[1]
         _write_port_file(self.cfg.data_dir, self.port)
@@ -93,6 +104,8 @@ class Node:
         log.info("node_stopping")
         if self._server is not None:
             self._server.shutdown()
+        if self._recorder is not None:
+            self._recorder.stop()  # after the SCP: every handler has its answer
         self.stop_event.set()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
@@ -106,9 +119,7 @@ class Node:
         log.info("node_stopped")
 
 
-def _now():  # noqa: ANN202
-    import datetime as dt
-
+def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 

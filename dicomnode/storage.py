@@ -12,13 +12,21 @@ import hashlib
 import os
 import re
 import shutil
+import struct
 import tempfile
+import zlib
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import Tag
+from pydicom.uid import UID
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
 from dicomnode.errors import DiskFullError, InvalidUIDError
 
@@ -28,6 +36,10 @@ SERIES_ATTRS = (
     "Modality", "SeriesDescription", "MRAcquisitionType", "ScanningSequence", "SequenceVariant",
     "SequenceName", "ContrastBolusAgent", "ImageType", "NumberOfTemporalPositions",
 )
+_TAGS = {keyword: Tag(cast(int, tag_for_keyword(keyword))) for keyword in (
+    "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", *SERIES_ATTRS, "InstanceNumber",
+    "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
+    "TemporalPositionIdentifier", "Rows", "Columns")}
 
 
 def is_valid_uid(value: object) -> bool:
@@ -56,36 +68,122 @@ def check_free_space(data_dir: Path, min_free_mb: int, needed_bytes: int) -> Non
         )
 
 
-def write_atomic(path: Path, data: bytes, *, fsync: bool) -> None:
-    """Write ``data`` to ``path`` so that the path holds either nothing or all of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-", suffix=".tmp")
+INCOMING = "incoming"  # under data_dir: instances being received (same file system as instances/)
+
+
+def clear_incoming(data_dir: Path) -> int:
+    """Remove what an interrupted node left half-received (never acknowledged); returns the count."""
+    removed = 0
+    for path in (data_dir / INCOMING).glob(".incoming-*.tmp"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def write_temp(folder: Path, *parts: bytes, fsync: bool) -> Path:
+    """Write ``parts`` to a new temporary file in ``folder`` (flushed, fsynced unless told not);
+    ``commit_file`` then gives it its final name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".incoming-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for part in parts:
+                fh.write(part)
             fh.flush()
             if fsync:
                 os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
+
+
+def commit_file(tmp: Path, path: Path, *, fsync: bool) -> None:
+    """Rename a file made by ``write_temp`` to ``path`` (atomic: the path holds the old file or all of
+    the new one); with ``fsync``, the rename itself is flushed too (see ``fsync_folder``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, path)
     if fsync:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_folder(path.parent)
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename survives power loss only once its folder is flushed)."""
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_atomic(path: Path, data: bytes, *, fsync: bool) -> None:
+    """Write ``data`` to ``path`` so that the path holds either nothing or all of it."""
+    tmp = write_temp(path.parent, data, fsync=fsync)
+    try:
+        commit_file(tmp, path, fsync=fsync)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _before_pixels(tag: int, _vr: str | None, _length: int) -> bool:
+    return tag >= 0x7FE00000  # Float Pixel Data, Pixel Data and what follows: never needed here
+
+
+def read_header(stream: bytes, transfer_syntax: UID) -> Dataset:
+    """The data set's attributes before the pixel data, read from the bytes as received.
+
+    Only the header is parsed (the pixels are never copied or decoded); values are converted when
+    first read. A deflated data set is inflated first. Raises on bytes that are not a data set.
+    """
+    if transfer_syntax.is_deflated:
+        stream = zlib.decompress(stream, -zlib.MAX_WBITS)
+    return read_dataset(BytesIO(stream), transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian,
+                        stop_when=_before_pixels)
+
+
+def sha256(*parts: bytes) -> str:
+    """The digest of the parts written one after the other (the file's content)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\0" if vr == b"UI" else b" "
+    if vr == b"OB":
+        return struct.pack("<HH", 0x0002, element) + vr + b"\0\0" + struct.pack("<I", len(value)) + value
+    return struct.pack("<HH", 0x0002, element) + vr + struct.pack("<H", len(value)) + value
+
+
+def file_preamble(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> bytes:
+    """Preamble, prefix and File Meta Information (PS3.10 7.1) for a received data set: the same
+    bytes as pynetdicom's ``Event.encoded_dataset`` writes, made without pydicom's general writer
+    (which costs more than the rest of storing an instance)."""
+    body = b"".join((
+        _meta_element(0x0001, b"OB", b"\x00\x01"),
+        _meta_element(0x0002, b"UI", sop_class_uid.encode("ascii")),
+        _meta_element(0x0003, b"UI", sop_instance_uid.encode("ascii")),
+        _meta_element(0x0010, b"UI", transfer_syntax.encode("ascii")),
+        _meta_element(0x0012, b"UI", PYNETDICOM_IMPLEMENTATION_UID.encode("ascii")),
+        _meta_element(0x0013, b"SH", PYNETDICOM_IMPLEMENTATION_VERSION.encode("ascii")),
+    ))
+    return b"\0" * 128 + b"DICM" + _meta_element(0x0000, b"UL", struct.pack("<I", len(body))) + body
+
+
+def _get(ds: Dataset, keyword: str) -> Any:
+    """The value of a top-level attribute, or None; by tag (pydicom's keyword lookup costs more
+    than the rest of reading the header)."""
+    tag = _TAGS[keyword]
+    return ds[tag].value if tag in ds else None
 
 
 def _floats(ds: Dataset, keyword: str, count: int) -> list[float] | None:
     """A multi-valued decimal attribute as floats, or None if absent or malformed."""
     try:
-        value = ds.get(keyword)
+        value = _get(ds, keyword)
         if value is None:
             return None
         items = list(value) if isinstance(value, list | tuple | MultiValue) else [value]
@@ -97,7 +195,7 @@ def _floats(ds: Dataset, keyword: str, count: int) -> list[float] | None:
 
 def _scalar(ds: Dataset, keyword: str, kind: type) -> Any:
     try:
-        value = ds.get(keyword)
+        value = _get(ds, keyword)
         return None if value is None or value == "" else kind(value)
     except (TypeError, ValueError):
         return None
@@ -135,11 +233,11 @@ class HeaderSummary:
 def summarise(ds: Dataset) -> HeaderSummary:
     """Validate the UIDs and read the protocol-relevant header attributes (never pixels)."""
     return HeaderSummary(
-        study_uid=require_uid("StudyInstanceUID", ds.get("StudyInstanceUID")),
-        series_uid=require_uid("SeriesInstanceUID", ds.get("SeriesInstanceUID")),
-        sop_instance_uid=require_uid("SOPInstanceUID", ds.get("SOPInstanceUID")),
-        sop_class_uid=require_uid("SOPClassUID", ds.get("SOPClassUID")),
-        series_attrs={k: _text(ds.get(k)) for k in SERIES_ATTRS if ds.get(k) is not None},
+        study_uid=require_uid("StudyInstanceUID", _get(ds, "StudyInstanceUID")),
+        series_uid=require_uid("SeriesInstanceUID", _get(ds, "SeriesInstanceUID")),
+        sop_instance_uid=require_uid("SOPInstanceUID", _get(ds, "SOPInstanceUID")),
+        sop_class_uid=require_uid("SOPClassUID", _get(ds, "SOPClassUID")),
+        series_attrs={k: _text(v) for k in SERIES_ATTRS if (v := _get(ds, k)) is not None},
         instance_number=_scalar(ds, "InstanceNumber", int),
         position=_floats(ds, "ImagePositionPatient", 3),
         orientation=_floats(ds, "ImageOrientationPatient", 6),

@@ -280,3 +280,19 @@ def test_bad_series_is_recorded_as_an_abstention_and_the_node_goes_on(node_facto
     # the node goes on: a good series is still analysed
     assert send(node, series_files(101)) == [0] * 12
     assert wait_for(lambda: job_done(node), timeout=60).kind is JobKind.ANALYSE
+
+
+def test_a_database_that_cannot_record_refuses_with_0xa702_and_keeps_no_file(node_factory, series_files) -> None:  # noqa: ANN001
+    node = node_factory(worker={"workers": 0})
+    with node.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE instances RENAME TO instances_gone")
+    assert send(node, series_files(101)[:2]) == [0xA702, 0xA702]
+    assert [p for p in (node.cfg.data_dir / "instances").rglob("*") if p.is_file()] == []  # not even a temporary one
+
+
+def test_a_file_that_cannot_be_written_refuses_with_0xa701(node_factory, series_files) -> None:  # noqa: ANN001
+    node = node_factory(worker={"workers": 0})
+    (node.cfg.data_dir / "instances").write_text("a file where the folder should be")
+    assert send(node, series_files(101)[:2]) == [0xA701, 0xA701]
+    with node.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Instance)) == 0
