@@ -26,7 +26,7 @@ def row(sop: str, series: str = "1.2.3.1", study: str = "1.2.3", digest: str = "
         study_uid=study, series_uid=series, sop_instance_uid=sop, sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
         series_attrs={"Modality": "MR"}, instance_number=1, position=[0.0, 0.0, 1.5],
         orientation=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0], pixel_spacing=[0.5, 0.5], slice_thickness=3.0,
-        temporal_position=None, rows=256, columns=256)
+        temporal_position=int(sop.rsplit(".", 1)[1]) % 3 or None, rows=256, columns=256)
     return InstanceRow(header=header, path=str(instance_relpath(study, series, sop)), size=4, sha256=digest,
                        transfer_syntax="1.2.840.10008.1.2.1", calling_ae="TESTSCU", received_at=utcnow())
 
@@ -114,7 +114,9 @@ def test_an_instance_after_the_decision_is_late_and_one_after_abstention_reopens
     recorder.stop()
     with engine.connect() as conn:
         series = conn.execute(select(Series.state, Series.reasons, Series.instance_count, Series.late_instances)).one()
+        late_flags = {uid: late for uid, late in conn.execute(select(Instance.sop_instance_uid, Instance.late))}
     assert tuple(series) == (SeriesState.RECEIVING, None, 3, 1)
+    assert late_flags == {"1.2.3.1.1": False, "1.2.3.1.2": True, "1.2.3.1.3": False}
 
 
 def test_a_failed_commit_fails_every_instance_of_its_batch(engine: Engine, tmp_path: Path) -> None:
@@ -207,7 +209,7 @@ def test_what_is_recorded_is_what_the_header_and_the_handler_said(engine: Engine
     assert (instance.instance_number, instance.position, instance.orientation, instance.pixel_spacing) == (
         1, [0.0, 0.0, 1.5], [1.0, 0.0, 0.0, 0.0, 1.0, 0.0], [0.5, 0.5])
     assert (instance.slice_thickness, instance.temporal_position, instance.rows, instance.columns, instance.late) == (
-        3.0, None, 256, 256, False)
+        3.0, 1, 256, 256, False)
     assert instance.received_at == r.received_at.replace(tzinfo=None) or instance.received_at == r.received_at
     assert (series.series_uid, series.study_id, series.attrs, series.modality) == (
         "1.2.3.1", study.id, {"Modality": "MR"}, "MR")
