@@ -5,10 +5,14 @@ and check that nothing is lost and nothing is delivered twice.
 
 Each trial, in a fresh folder: a receiving PACS (pynetdicom SCP in this process) is the node's
 destination; `spinenode serve` runs as a subprocess; ``--studies`` phantom series (256x256) are
-sent one association each; after a random delay (0.2 s to ``--max-kill-s``) the node gets SIGKILL
-(while receiving, processing or sending, whichever it was doing); it is restarted, the sender
-re-sends what was not acknowledged (as a PACS retries), and the trial waits until every study
-has its three results in the PACS or ``--timeout`` passes. Then it checks: every acknowledged
+sent one association each; after a random delay (0.2 s to ``--max-kill-s``; with
+``--when-running``, 0 s to ``--max-kill-s`` after a job started) the node gets SIGKILL (while
+receiving, processing or sending, whichever it was doing); it is restarted, the sender re-sends
+what was not acknowledged (as a PACS retries), and the trial waits until every study has its three
+results in the PACS or ``--timeout`` passes, timing the restart to the last result. The node runs
+with the shipped lease (300 s) unless ``--lease-s`` says otherwise: a job interrupted by the crash
+must come back because the restarted node recognises its dead predecessor's lease, not because the
+lease ran out. Then it checks: every acknowledged
 instance is on disk and in the database; every complete study has exactly one set of results
 (SEG, SR, key image) in the PACS; deliveries of the same SOP Instance UID twice (harmless for a
 PACS, counted anyway); jobs left queued or running (stuck). Prints one line per trial and totals.
@@ -21,6 +25,7 @@ import os
 import random
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,7 +74,8 @@ class Pacs:
         self.server.shutdown()
 
 
-def write_config(folder: Path, pacs_port: int, *, workers: int = 1, quiet_period_s: float = 30.0) -> Path:
+def write_config(folder: Path, pacs_port: int, *, workers: int = 1, quiet_period_s: float = 30.0,
+                 lease_s: float = 300.0) -> Path:
     """`folder/config.toml` for a node on an OS-chosen port sending to ``pacs_port``; ``workers=0``:
     `serve` only receives, assembles and sends (`spinenode worker` then analyses)."""
     path = folder / "config.toml"
@@ -84,8 +90,8 @@ quiet_period_s = {quiet_period_s}
 check_interval_s = 0.5
 [worker]
 workers = {workers}
-lease_s = 6.0
-heartbeat_s = 1.0
+lease_s = {lease_s}
+heartbeat_s = {min(20.0, lease_s / 3)}
 poll_interval_s = 0.2
 retry_base_s = 0.5
 [sender]
@@ -152,6 +158,7 @@ class Trial:
     stuck_jobs: int = 0
     killed_while: str = ""
     seconds: float = 0.0
+    restart_to_results_s: float | None = None  # from the restart until every study had its results
 
     @property
     def lost(self) -> int:
@@ -188,8 +195,9 @@ def _job_running(db_path: Path) -> bool:
 
 
 def run_trial(folder: Path, studies: list[Path], kill_after_s: float, timeout_s: float = 120,
-              when_running: bool = False) -> Trial:
-    """One trial; ``when_running``: wait until a job is running, then kill after ``kill_after_s``."""
+              when_running: bool = False, lease_s: float = 300.0) -> Trial:
+    """One trial; ``when_running``: wait until a job is running, then kill after ``kill_after_s``.
+    ``lease_s``: the node's job lease (300 s as shipped)."""
     started = time.monotonic()
     pacs = Pacs()
     trial = Trial(studies=len(studies))
@@ -197,7 +205,7 @@ def run_trial(folder: Path, studies: list[Path], kill_after_s: float, timeout_s:
     uids = {f: str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for files in series for f in files}
     study_uids = [str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID) for files in series]
     trial.sent = len(uids)
-    config = write_config(folder, pacs.port)
+    config = write_config(folder, pacs.port, lease_s=lease_s)
     node = NodeProcess(config)
     try:
         port = node.port()
@@ -215,11 +223,13 @@ def run_trial(folder: Path, studies: list[Path], kill_after_s: float, timeout_s:
         trial.killed_while = "+".join(k for k, v in doing.items() if v) or "idle"
         node.kill()
         sender.join()
+        restarted = time.monotonic()
         node = NodeProcess(config)
         _send(series, node.port(), trial.acknowledged, uids)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if all(len(pacs.results(u)) >= RESULTS_PER_STUDY for u in study_uids):
+                trial.restart_to_results_s = time.monotonic() - restarted
                 break
             time.sleep(0.2)
         time.sleep(1.0)  # anything sent twice arrives now
@@ -253,6 +263,9 @@ def main() -> int:
     parser.add_argument("--studies", type=int, default=3)
     parser.add_argument("--max-kill-s", type=float, default=12.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--when-running", action="store_true",
+                        help="kill once a job is running (at a random moment up to --max-kill-s after)")
+    parser.add_argument("--lease-s", type=float, default=300.0, help="worker.lease_s of the node (300 as shipped)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="spinenode-crash-") as tmp:
@@ -263,20 +276,30 @@ def main() -> int:
         for k in range(args.trials):
             folder = root / f"trial{k}"
             folder.mkdir()
-            kill = rng.uniform(0.2, args.max_kill_s)
-            t = run_trial(folder, studies, kill)
+            kill = rng.uniform(0.0 if args.when_running else 0.2, args.max_kill_s)
+            t = run_trial(folder, studies, kill, when_running=args.when_running, lease_s=args.lease_s)
             trials.append(t)
             print(f"trial {k + 1:2d}: kill -9 at {kill:5.2f} s ({t.killed_while:>20}): acknowledged "
                   f"{len(t.acknowledged)}/{t.sent}, on disk {t.stored_on_disk}, in db {t.in_database}, studies "
                   f"with one result set {t.complete_with_results}/{t.studies}, re-deliveries {t.duplicates}, "
-                  f"stuck jobs {t.stuck_jobs}  [{'ok' if t.ok else 'FAIL'}] {t.seconds:.0f} s", flush=True)
+                  f"stuck jobs {t.stuck_jobs}, restart to results {_secs(t.restart_to_results_s)}  "
+                  f"[{'ok' if t.ok else 'FAIL'}] {t.seconds:.0f} s", flush=True)
     print(f"\n{len(trials)} trials: acknowledged {sum(len(t.acknowledged) for t in trials)}, "
           f"stored {sum(min(t.stored_on_disk, t.in_database) for t in trials)}, lost {sum(t.lost for t in trials)}; "
           f"studies complete {sum(t.complete_with_results for t in trials)}/{sum(t.studies for t in trials)}; "
           f"extra result sets {sum(t.extra_results for t in trials)}; same-UID re-deliveries "
           f"{sum(t.duplicates for t in trials)}; stuck jobs {sum(t.stuck_jobs for t in trials)}; "
           f"killed while {dict(Counter(t.killed_while for t in trials))}")
+    recovery = [t.restart_to_results_s for t in trials if t.restart_to_results_s is not None]
+    if recovery:
+        print(f"restart to every study's results: median {statistics.median(recovery):.1f} s, "
+              f"max {max(recovery):.1f} s, {len(recovery)}/{len(trials)} trials within the timeout "
+              f"(lease {args.lease_s:g} s)")
     return 0 if all(t.ok for t in trials) else 1
+
+
+def _secs(value: float | None) -> str:
+    return "timeout" if value is None else f"{value:.1f} s"
 
 
 if __name__ == "__main__":

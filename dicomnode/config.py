@@ -80,12 +80,15 @@ def _check_tls(where: str, cert: str, key: str, ca: str, *, needs_certificate: b
             raise ConfigError(f"{where}.{key_name} = {value!r}: no such file")
 
 
+DEFAULT_DATABASE_FILE = "spinenode.db"  # under node.data_dir when database.url is empty
+
+
 @dataclass(frozen=True, kw_only=True)
 class DatabaseConfig:
-    url: str = "sqlite:///var/spinenode.db"
+    url: str = ""  # empty: SQLite in node.data_dir (spinenode.db), wherever data_dir is
 
     def __post_init__(self) -> None:
-        if "://" not in self.url:
+        if self.url and "://" not in self.url:
             raise ConfigError(
                 f"database.url = {self.url!r} is not a database URL: use e.g. "
                 "'sqlite:///var/spinenode.db' or 'postgresql+psycopg://user@host/db'"
@@ -316,7 +319,7 @@ def _env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str,
 def _resolve_paths(cfg_node: NodeConfig, db: DatabaseConfig, base: Path) -> tuple[NodeConfig, DatabaseConfig]:
     data_dir = cfg_node.data_dir if cfg_node.data_dir.is_absolute() else base / cfg_node.data_dir
     node = dataclasses.replace(cfg_node, data_dir=data_dir)
-    url = db.url
+    url = db.url or f"sqlite:///{data_dir / DEFAULT_DATABASE_FILE}"
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
         url = prefix + str(base / url[len(prefix):])

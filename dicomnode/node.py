@@ -28,11 +28,12 @@ from dicomnode.assembler import WAKE_DELAY_S, Assembler
 from dicomnode.config import Config
 from dicomnode.db import init_db, make_engine, make_sessionmaker
 from dicomnode.handlers import StoreContext
+from dicomnode.liveness import worker_name
 from dicomnode.recorder import Recorder
 from dicomnode.scp import start_scp
 from dicomnode.sender import Sender
 from dicomnode.storage import clear_incoming
-from dicomnode.worker import Worker, worker_name
+from dicomnode.worker import Worker
 
 log = logs.get_logger(__name__)
 SHUTDOWN_GRACE_S = 30.0

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
+from typing import cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import ColumnElement
 
 from dicomnode.db import Job, JobEvent, JobKind, JobState, Series, utcnow
 from dicomnode.errors import JobLeaseLost
@@ -132,28 +134,37 @@ def fail(sessions: sessionmaker, job: ClaimedJob, error: str, policy: RetryPolic
     return JobState.FAILED
 
 
-def requeue_expired(sessions: sessionmaker, policy: RetryPolicy) -> int:
-    """Jobs whose worker died (lease expired) go back to the queue, or die if out of attempts."""
+def requeue_expired(sessions: sessionmaker, policy: RetryPolicy,
+                    owner_is_dead: Callable[[str | None], bool] = lambda owner: False) -> int:
+    """Jobs whose worker died go back to the queue, or die if out of attempts: those whose lease
+    expired, and at once those whose owner ``owner_is_dead`` says is gone (a crashed predecessor
+    on this machine, see ``dicomnode.liveness``)."""
     now = utcnow()
     count = 0
     with sessions.begin() as session:
-        expired = session.scalars(
-            select(Job).where(Job.state == JobState.RUNNING, Job.lease_expires_at < now)
-        ).all()
-        for job in expired:
-            dead = job.attempts >= job.max_attempts
-            new_state = JobState.DEAD if dead else JobState.QUEUED
-            result = session.execute(
-                update(Job)
-                .where(Job.id == job.id, Job.state == JobState.RUNNING,
-                       or_(Job.lease_expires_at < now, Job.lease_expires_at.is_(None)))
-                .values(state=new_state, lease_owner=None, lease_expires_at=None,
-                        last_error="lease expired (worker stopped)", updated_at=now)
-            )
-            if result.rowcount == 1:
-                count += 1
-                _event(session, job.id, "lease_expired", job.attempts, job.lease_owner,
-                       "dead: out of attempts" if dead else "returned to the queue")
-                log.warning("job_lease_expired", job_id=job.id, attempts=job.attempts,
-                            new_state=str(new_state))
+        for job in session.scalars(select(Job).where(Job.state == JobState.RUNNING)).all():
+            if job.lease_expires_at is not None and job.lease_expires_at >= now:
+                if not owner_is_dead(job.lease_owner):
+                    continue
+                why, still_ours = "worker process gone", Job.lease_owner == job.lease_owner
+            else:
+                why = "lease expired (worker stopped)"
+                still_ours = or_(Job.lease_expires_at < now, Job.lease_expires_at.is_(None))
+            count += _requeue(session, job, why, still_ours, now)
     return count
+
+
+def _requeue(session: Session, job: Job, why: str, still_ours: ColumnElement[bool], now: dt.datetime) -> int:
+    dead = job.attempts >= job.max_attempts
+    new_state = JobState.DEAD if dead else JobState.QUEUED
+    result = cast(CursorResult, session.execute(
+        update(Job).where(Job.id == job.id, Job.state == JobState.RUNNING, still_ours)
+        .values(state=new_state, lease_owner=None, lease_expires_at=None, last_error=why, updated_at=now)))
+    if result.rowcount != 1:
+        return 0
+    event = "lease_expired" if why.startswith("lease") else "lease_abandoned"
+    _event(session, job.id, event, job.attempts, job.lease_owner,
+           "dead: out of attempts" if dead else "returned to the queue")
+    log.warning(f"job_{event}", job_id=job.id, attempts=job.attempts, new_state=str(new_state),
+                worker=job.lease_owner)
+    return 1

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from dicomnode.db import Instance, Job, JobState, OutboxItem, OutboxState, Series, SeriesState, Study
+from dicomnode.db import Instance, Job, JobState, OutboxItem, OutboxState, Series, SeriesState, Study, utcnow
+from dicomnode.liveness import owner_is_dead
 from pipeline.reasons import Reason
 
 
@@ -23,6 +24,24 @@ def _abstained(job_id: int, series_uid: str, reasons: list[Reason]) -> dict[str,
     reasons were a list (kept for scripts that read it)."""
     return {"job_id": job_id, "series_uid": series_uid, "reasons": [str(r) for r in reasons],
             "reason": ",".join(reasons)}
+
+
+def _stalled(session: Session) -> list[dict[str, Any]]:
+    """Running jobs that no live worker holds: the lease expired, or its worker's process on this
+    machine is gone (the next worker poll returns them to the queue)."""
+    now = utcnow()
+    stalled = []
+    for job_id, series_uid, owner, expires in session.execute(
+            select(Job.id, Series.series_uid, Job.lease_owner, Job.lease_expires_at)
+            .join(Series, Series.id == Job.series_id).where(Job.state == JobState.RUNNING)):
+        if expires is None or expires < now:
+            why = "lease expired"
+        elif owner_is_dead(owner):
+            why = "worker process gone"
+        else:
+            continue
+        stalled.append({"job_id": job_id, "series_uid": series_uid, "worker": owner, "why": why})
+    return stalled
 
 
 def collect(sessions: sessionmaker) -> dict[str, Any]:
@@ -51,6 +70,7 @@ def collect(sessions: sessionmaker) -> dict[str, Any]:
             "outbox": _by_state(session, OutboxItem.state, OutboxState),
             "dead_jobs": [{"job_id": j, "series_uid": s, "error": e} for j, s, e in dead],
             "abstained_jobs": [_abstained(j, s, r or []) for j, s, r in abstained],
+            "stalled_jobs": _stalled(session),
         }
 
 
@@ -60,6 +80,8 @@ def render(report: dict[str, Any]) -> str:
     for section in ("series", "jobs", "outbox"):
         parts = "  ".join(f"{k}={v}" for k, v in report[section].items())
         lines.append(f"{section:<10} {parts}")
+    for job in report["stalled_jobs"]:
+        lines.append(f"stalled job {job['job_id']} series {job['series_uid']}: {job['why']} ({job['worker']})")
     for job in report["dead_jobs"]:
         lines.append(f"dead job {job['job_id']} series {job['series_uid']}: {job['error']}")
     for item in report["dead_outbox"]:

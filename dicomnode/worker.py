@@ -16,14 +16,14 @@ row per destination added in the same transaction (a failure to write them fails
 logged in one place (``job_done``, ``job_abstention_sent``, ``job_abstained``, ``job_failed``,
 or ``job_lease_lost`` when the job was reclaimed meanwhile).
 
-A heartbeat thread extends the job's lease while it runs; if the worker dies, the lease expires
-and the job returns to the queue (``queue.requeue_expired``, run by every worker).
+A heartbeat thread extends the job's lease while it runs; if the worker dies, the job returns to
+the queue (``queue.requeue_expired``, run by every worker): at once when the dead worker ran on
+this machine (a restarted node finds its predecessor's leases, ``dicomnode.liveness``), else when
+its lease expires.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +40,7 @@ from dicomnode.config import Config
 from dicomnode.db import Job, JobKind, JobState
 from dicomnode.errors import JobLeaseLost
 from dicomnode.jobs import ClaimedJob
+from dicomnode.liveness import owner_is_dead, worker_name
 from dicomnode.logs import get_logger
 from dicomnode.retry import RetryPolicy
 from pipeline.reasons import Reason
@@ -105,10 +106,6 @@ def _abstention(datasets: Sequence[Dataset], reasons: Sequence[Reason], detail: 
                    reasons=tuple(reasons), detail=detail)
 
 
-def worker_name(index: int = 0) -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{index}"
-
-
 class Worker:
     def __init__(self, cfg: Config, sessions: sessionmaker, *, name: str | None = None,
                  stage: Stage | None = None) -> None:
@@ -127,7 +124,7 @@ class Worker:
         log.info("worker_started", worker=self.name)
         while not stop.is_set():
             try:
-                queue.requeue_expired(self.sessions, self.policy)
+                queue.requeue_expired(self.sessions, self.policy, owner_is_dead)
                 job = queue.claim(self.sessions, self.name, self.cfg.worker.lease_s)
             except Exception as exc:  # noqa: BLE001 - database briefly unavailable: wait, retry
                 log.error("worker_poll_failed", worker=self.name, error=repr(exc))
@@ -141,7 +138,7 @@ class Worker:
 
     def run_once(self) -> bool:
         """Process one job if there is one (for tests and scripts); True if one ran."""
-        queue.requeue_expired(self.sessions, self.policy)
+        queue.requeue_expired(self.sessions, self.policy, owner_is_dead)
         job = queue.claim(self.sessions, self.name, self.cfg.worker.lease_s)
         if job is None:
             return False

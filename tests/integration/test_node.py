@@ -296,3 +296,37 @@ def test_a_file_that_cannot_be_written_refuses_with_0xa701(node_factory, series_
     assert send(node, series_files(101)[:2]) == [0xA701, 0xA701]
     with node.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Instance)) == 0
+
+
+def test_a_job_held_by_a_dead_process_on_this_machine_returns_at_once(node_factory, series_files) -> None:  # noqa: ANN001
+    from dicomnode import status
+    from dicomnode.liveness import worker_name
+    from tests.unit.test_liveness import name_of_a_finished_process
+
+    node = node_factory(worker={"workers": 0, "lease_s": 300.0})
+    send(node, series_files(101))
+    wait_for(lambda: jobs(node))
+    dead = name_of_a_finished_process()
+    assert queue.claim(node.sessions, dead, 300.0) is not None  # as a node killed mid-analysis left it
+    report = status.collect(node.sessions)
+    assert report["stalled_jobs"] == [{"job_id": 1, "series_uid": series_rows(node)[0].series_uid, "worker": dead,
+                                       "why": "worker process gone"}]
+    assert "stalled job 1" in status.render(report)
+    assert Worker(node.cfg, node.sessions, name=worker_name(1)).run_once()  # long before the lease's 300 s
+    assert jobs(node)[0].state is JobState.DONE
+    with node.sessions() as s:
+        events = [e.event for e in s.scalars(select(JobEvent).order_by(JobEvent.id))]
+    assert events[:4] == ["created", "claimed", "lease_abandoned", "claimed"]
+
+
+def test_a_job_held_by_a_live_worker_is_left_alone(node_factory, series_files) -> None:  # noqa: ANN001
+    from dicomnode import status
+    from dicomnode.liveness import worker_name
+
+    node = node_factory(worker={"workers": 0, "lease_s": 300.0})
+    send(node, series_files(101))
+    wait_for(lambda: jobs(node))
+    assert queue.claim(node.sessions, worker_name(7), 300.0) is not None  # this process: alive
+    assert not Worker(node.cfg, node.sessions, name=worker_name(8)).run_once()
+    assert jobs(node)[0].state is JobState.RUNNING
+    assert status.collect(node.sessions)["stalled_jobs"] == []

@@ -90,3 +90,11 @@ def test_tls_files_are_relative_to_the_config_and_checked(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="tls = false"):
         load_config(write(tmp_path, '[[destinations]]\nname = "p"\nae_title = "P"\nhost = "h"\nport = 1\n'
                                     'tls_ca_certificates = "tls/ca.pem"\n'), environ={})
+
+
+def test_the_database_follows_data_dir_unless_given(tmp_path: Path) -> None:
+    cfg = load_config(REPO / "config.toml", environ={"SPINENODE_NODE_DATA_DIR": str(tmp_path / "elsewhere")})
+    assert cfg.database.url == f"sqlite:///{tmp_path / 'elsewhere' / 'spinenode.db'}"
+    given = load_config(REPO / "config.toml", environ={"SPINENODE_NODE_DATA_DIR": str(tmp_path / "elsewhere"),
+                                                        "SPINENODE_DATABASE_URL": "postgresql://u@h/db"})
+    assert given.database.url == "postgresql://u@h/db"
