@@ -101,6 +101,8 @@ poll_interval_s = 0.2
 max_attempts = 50
 [logging]
 console = false
+[http]
+port = 0
 [[destinations]]
 name = "pacs"
 ae_title = "PACS"

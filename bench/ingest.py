@@ -72,7 +72,8 @@ def _run_node(folder: Path, work: Path, fsync: bool) -> float:
     work.mkdir(parents=True)
     config = work / "config.toml"
     config.write_text(f'[node]\nhost = "127.0.0.1"\nport = 0\ndata_dir = "var"\nmin_free_disk_mb = 0\n'
-                      f'fsync = {str(fsync).lower()}\n[worker]\nworkers = 0\n[logging]\nconsole = false\n')
+                      f'fsync = {str(fsync).lower()}\n[worker]\nworkers = 0\n[logging]\nconsole = false\n'
+                      '[http]\nport = 0\n')
     node = NodeProcess(config)
     try:
         return storescu(folder, node.port(), "SPINENODE")

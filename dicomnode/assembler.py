@@ -60,6 +60,7 @@ class Assembler:
         self._full_requested = False
         self._wake_pending = False
         self._run_lock = threading.Lock()
+        self.last_run = time.monotonic()  # end of the last run (for /healthz)
         self.wake: Callable[[], None] = lambda: None  # set by the scheduler wiring: run in WAKE_DELAY_S
 
     def notify(self, series_id: int) -> None:
@@ -81,6 +82,7 @@ class Assembler:
         try:
             while self._decide_pending():
                 time.sleep(WAKE_DELAY_S)
+            self.last_run = time.monotonic()
         finally:
             self._run_lock.release()
 

@@ -221,6 +221,28 @@ class LoggingConfig:
             )
 
 
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpConfig:
+    """The node's HTTP side in `serve`: /healthz and /metrics."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"  # loopback only unless told otherwise
+    port: int = 8042  # 0: any free port (written to <data_dir>/run/http.port)
+    username: str = ""  # required, with password, when host is not loopback
+    password: str = ""
+
+    def __post_init__(self) -> None:
+        _check_port("http.port", self.port)
+        if bool(self.username) != bool(self.password):
+            raise ConfigError("http.username and http.password go together: set both or neither")
+        if self.enabled and self.host not in _LOOPBACK and not self.username:
+            raise ConfigError(f"http.host = {self.host!r} is reachable from other machines: set http.username "
+                              "and http.password (HTTP basic authentication), or keep http.host = \"127.0.0.1\"")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
@@ -230,6 +252,7 @@ class Config:
     sender: SenderConfig = field(default_factory=SenderConfig)
     destinations: tuple[Destination, ...] = ()
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     source: Path | None = None  # the file it was read from, if any
 
     @property
@@ -244,6 +267,7 @@ _SECTIONS: dict[str, type] = {
     "worker": WorkerConfig,
     "sender": SenderConfig,
     "logging": LoggingConfig,
+    "http": HttpConfig,
 }
 
 
@@ -376,14 +400,5 @@ def load_config(path: Path | str | None = None, environ: Mapping[str, str] | Non
     names = [d.name for d in destinations]
     if len(set(names)) != len(names):
         raise ConfigError(f"destinations: names must be unique, got {names}")
-    node, database = _resolve_paths(sections["node"], sections["database"], base)
-    return Config(
-        node=node,
-        database=database,
-        protocol=sections["protocol"],
-        worker=sections["worker"],
-        sender=sections["sender"],
-        logging=sections["logging"],
-        destinations=destinations,
-        source=source,
-    )
+    sections["node"], sections["database"] = _resolve_paths(sections["node"], sections["database"], base)
+    return Config(**sections, destinations=destinations, source=source)

@@ -57,7 +57,7 @@ def run_demo(cfg: Config, out: Path, folder: Path, truth: str, timeout_s: float 
     from dataclasses import replace
 
     # progress goes to the console; the node's own log lines go to its JSON log file only
-    cfg = replace(cfg, logging=replace(cfg.logging, console=False))
+    cfg = replace(cfg, logging=replace(cfg.logging, console=False), http=replace(cfg.http, enabled=False))
     engine, sessions = setup(cfg)
     port = _running_port(cfg)
     node = None

@@ -58,8 +58,12 @@ class StoreContext:
     on_stored: Callable[[int], None] = lambda series_id: None
 
 
+HEALTH_CHECK_AE = "SPINENODE-HC"  # the calling AE of /healthz's C-ECHO: not logged at each check
+
+
 def handle_echo(event) -> int:  # noqa: ANN001 - pynetdicom Event
-    log.info("echo", calling_ae=event.assoc.requestor.ae_title)
+    calling_ae = event.assoc.requestor.ae_title
+    (log.debug if calling_ae == HEALTH_CHECK_AE else log.info)("echo", calling_ae=calling_ae)
     return SUCCESS
 
 

@@ -33,6 +33,7 @@ from dicomnode.recorder import Recorder
 from dicomnode.scp import start_scp
 from dicomnode.sender import Sender
 from dicomnode.storage import clear_incoming
+from dicomnode.web import HealthChecks, HttpServer, Liveness, make_app
 from dicomnode.worker import Worker
 
 log = logs.get_logger(__name__)
@@ -64,8 +65,10 @@ class Node:
     sessions: sessionmaker
     stop_event: threading.Event = field(default_factory=threading.Event)
     port: int = 0
+    http_port: int = 0  # 0: the HTTP side is off
     _server: ThreadedAssociationServer | None = None
     _recorder: Recorder | None = None
+    _http: HttpServer | None = None
     _scheduler: BackgroundScheduler | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -87,8 +90,8 @@ class Node:
         self._server = start_scp(self.cfg.node, ctx)
         self.port = self._server.server_address[1]
         _write_port_file(self.cfg.data_dir, self.port)
-        for i in range(self.cfg.worker.workers):
-            worker = Worker(self.cfg, self.sessions, name=worker_name(i))
+        workers = [Worker(self.cfg, self.sessions, name=worker_name(i)) for i in range(self.cfg.worker.workers)]
+        for i, worker in enumerate(workers):
             thread = threading.Thread(target=worker.run, args=(self.stop_event,), name=f"worker-{i}")
             thread.start()
             self._threads.append(thread)
@@ -97,12 +100,23 @@ class Node:
                                       name="sender")
             thread.start()
             self._threads.append(thread)
-        log.info("node_started", ae_title=self.cfg.node.ae_title, port=self.port,
+        if self.cfg.http.enabled:
+            self._start_http(Liveness(assembler_last_run=lambda: assembler.last_run,
+                                      workers_last_seen=lambda: [w.last_seen for w in workers]))
+        log.info("node_started", ae_title=self.cfg.node.ae_title, port=self.port, http_port=self.http_port,
                  workers=self.cfg.worker.workers, destinations=[d.name for d in self.cfg.destinations])
         return self
 
+    def _start_http(self, liveness: Liveness) -> None:
+        checks = HealthChecks(self.cfg, self.sessions, self.port, liveness)
+        self._http = HttpServer(self.cfg, make_app(self.cfg, self.sessions, checks)).start()
+        self.http_port = self._http.port
+        _write_port_file(self.cfg.data_dir, self.http_port, "http.port")
+
     def stop(self) -> None:
         log.info("node_stopping")
+        if self._http is not None:
+            self._http.stop()
         if self._server is not None:
             self._server.shutdown()
         if self._recorder is not None:
@@ -117,6 +131,7 @@ class Node:
                             note="its job's lease will expire and the job will run again")
         self.engine.dispose()
         (self.cfg.data_dir / "run" / "scp.port").unlink(missing_ok=True)
+        (self.cfg.data_dir / "run" / "http.port").unlink(missing_ok=True)
         log.info("node_stopped")
 
 
@@ -124,10 +139,10 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _write_port_file(data_dir: Path, port: int) -> None:
+def _write_port_file(data_dir: Path, port: int, name: str = "scp.port") -> None:
     run = data_dir / "run"
     run.mkdir(parents=True, exist_ok=True)
-    (run / "scp.port").write_text(f"{port}\n")
+    (run / name).write_text(f"{port}\n")
 
 
 def _wait_for_signal(stop: threading.Event) -> None:

@@ -11,8 +11,9 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomnode.config import NodeConfig
 from dicomnode.errors import NodeError
-from dicomnode.handlers import StoreContext, handle_echo, handle_store
+from dicomnode.handlers import HEALTH_CHECK_AE, StoreContext, handle_echo, handle_store
 from dicomnode.logs import get_logger
+from dicomnode.metrics import count_store
 from dicomnode.tls import server_context
 
 log = get_logger(__name__)
@@ -60,7 +61,7 @@ def start_scp(node: NodeConfig, ctx: StoreContext) -> ThreadedAssociationServer:
     ae = make_ae(node)
     handlers: list = [
         (evt.EVT_C_ECHO, handle_echo),
-        (evt.EVT_C_STORE, handle_store, [ctx]),
+        (evt.EVT_C_STORE, _counted_store, [ctx]),
         (evt.EVT_REJECTED, _log_rejected),
         (evt.EVT_ABORTED, _log_aborted),
     ]
@@ -79,7 +80,15 @@ def start_scp(node: NodeConfig, ctx: StoreContext) -> ThreadedAssociationServer:
     return server
 
 
+def _counted_store(event, ctx: StoreContext) -> int:  # noqa: ANN001 - pynetdicom Event
+    status = handle_store(event, ctx)
+    count_store(status)
+    return status
+
+
 def _log_rejected(event) -> None:  # noqa: ANN001
+    if event.assoc.requestor.ae_title == HEALTH_CHECK_AE:
+        return  # /healthz's own C-ECHO on a node with a calling-AE whitelist: expected at every check
     log.warning("association_rejected", calling_ae=event.assoc.requestor.ae_title,
                 called_ae=event.assoc.acceptor.ae_title, peer=event.assoc.requestor.address)
 

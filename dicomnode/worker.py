@@ -35,7 +35,7 @@ from pydicom.dataset import Dataset
 from sqlalchemy.orm import Session, sessionmaker
 
 import pipeline
-from dicomnode import outbox, queue
+from dicomnode import metrics, outbox, queue
 from dicomnode.config import Config
 from dicomnode.db import Job, JobKind, JobState
 from dicomnode.errors import JobLeaseLost
@@ -112,6 +112,7 @@ class Worker:
         self.cfg = cfg
         self.sessions = sessions
         self.name = name or worker_name()
+        self.last_seen = time.monotonic()  # last poll or heartbeat (for /healthz)
         self.stage = stage or analysis_stage(cfg)
         self.policy = RetryPolicy(max_attempts=cfg.worker.max_attempts,
                                   base_s=cfg.worker.retry_base_s, max_s=cfg.worker.retry_max_s)
@@ -123,6 +124,7 @@ class Worker:
     def run(self, stop: threading.Event) -> None:
         log.info("worker_started", worker=self.name)
         while not stop.is_set():
+            self.last_seen = time.monotonic()
             try:
                 queue.requeue_expired(self.sessions, self.policy, owner_is_dead)
                 job = queue.claim(self.sessions, self.name, self.cfg.worker.lease_s)
@@ -234,6 +236,7 @@ class Worker:
 
     def _beat(self, job: ClaimedJob, stop: threading.Event) -> None:
         while not stop.wait(self.cfg.worker.heartbeat_s):
+            self.last_seen = time.monotonic()
             try:
                 queue.heartbeat(self.sessions, job, self.cfg.worker.lease_s)
             except JobLeaseLost:
@@ -258,6 +261,7 @@ def _log_outcome(job: ClaimedJob, outcome: Outcome) -> None:
         log.warning("job_abstained", reason=str(outcome.reasons[0]), detail=outcome.detail, **ctx)
     else:
         result = outcome.result or {}
+        metrics.observe_stages(result.get("timings_s", {}))
         log.info("job_done", seconds=result.get("seconds"), outputs=len(outcome.outputs), **ctx,
                  **{k: v for k, v in result.items() if k in ("shape", "phases", "lesion_source")},
                  lesions=len(result.get("lesions", [])))

@@ -27,6 +27,7 @@ def write_config(folder: Path, **sections: dict) -> Path:
         "protocol": {"quiet_period_s": 2.0, "check_interval_s": 0.5},
         "worker": {"poll_interval_s": 0.2, "heartbeat_s": 1.0, "lease_s": 10.0, "retry_base_s": 0.5},
         "logging": {"console": False},
+        "http": {"port": 0},
     }
     for key, value in sections.items():
         base[key] = base.get(key, {}) | value

@@ -1,0 +1,96 @@
+"""/healthz and /metrics of a running node, over real HTTP on localhost (ports from the OS)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from dicomnode.config import HttpConfig
+from dicomnode.errors import ConfigError
+from dicomnode.node import Node
+from tests.conftest import wait_for
+
+
+def get(node: Node, path: str, auth: tuple[str, str] | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{node.http_port}{path}")
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def metric(text: str, name: str) -> float:
+    """The value of one sample line (``name`` with its labels), 0 if absent."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_healthy_node_says_so_check_by_check(node_factory) -> None:  # noqa: ANN001
+    node = node_factory()
+    assert node.http_port > 0
+    assert (node.cfg.data_dir / "run" / "http.port").read_text().strip() == str(node.http_port)
+    status, body = get(node, "/healthz")
+    report = json.loads(body)
+    assert status == 200 and report["status"] == "ok" and report["failed"] == []
+    assert [c["name"] for c in report["checks"]] == ["database", "scp", "assembler", "workers", "disk"]
+    assert next(c for c in report["checks"] if c["name"] == "scp")["detail"] == "C-ECHO answered"
+
+
+def test_metrics_count_what_the_node_received_and_did(node_factory, series_files) -> None:  # noqa: ANN001
+    from tests.integration.test_node import job_done, send
+
+    node = node_factory()
+    before = metric(get(node, "/metrics")[1], 'spinenode_instances_received_total{status="0x0000"}')
+    assert send(node, series_files(101)) == [0] * 12
+    wait_for(lambda: job_done(node))
+    status, text = get(node, "/metrics")
+    assert status == 200
+    assert metric(text, 'spinenode_instances_received_total{status="0x0000"}') == before + 12
+    assert metric(text, 'spinenode_jobs{state="done"}') == 1
+    assert metric(text, 'spinenode_series{state="complete"}') == 1
+    assert metric(text, 'spinenode_stage_seconds_count{stage="unet"}') >= 1
+    assert "spinenode_queue_oldest_seconds 0.0" in text
+    assert "PHANTOM" not in text and "PH0000" not in text  # no patient identifiers
+
+
+def test_a_broken_database_makes_health_fail_and_says_why(node_factory) -> None:  # noqa: ANN001
+    node = node_factory(worker={"workers": 0})
+    with node.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE jobs RENAME TO jobs_gone")
+    status, body = get(node, "/healthz")
+    report = json.loads(body)
+    assert status == 503 and report["failed"] == ["database"]
+    assert "query failed: OperationalError" in json.dumps(report["checks"])
+
+
+def test_an_scp_that_accepts_no_association_makes_health_fail(node_factory) -> None:  # noqa: ANN001
+    node = node_factory(worker={"workers": 0})
+    assert node._server is not None
+    node._server.shutdown()
+    node._server = None  # stopped here, not again by the fixture
+    status, body = get(node, "/healthz")
+    assert status == 503 and json.loads(body)["failed"] == ["scp"]
+
+
+def test_off_loopback_the_http_side_needs_credentials(node_factory) -> None:  # noqa: ANN001
+    with pytest.raises(ConfigError, match="http.username"):
+        HttpConfig(host="0.0.0.0")
+    node = node_factory(http={"port": 0, "username": "admin", "password": "s3cret"})
+    assert get(node, "/healthz")[0] == 401
+    assert get(node, "/healthz", ("admin", "wrong"))[0] == 401
+    assert get(node, "/metrics", ("admin", "s3cret"))[0] == 200
+
+
+def test_the_http_side_can_be_turned_off(node_factory, tmp_path: Path) -> None:  # noqa: ANN001
+    node = node_factory(http={"enabled": False})
+    assert node.http_port == 0 and not (node.cfg.data_dir / "run" / "http.port").exists()
