@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the node needs on a Debian machine with Python 3.11:
-# Debian packages (dcmtk, dicom3tools, orthanc, tcmalloc) and a virtual environment at .venv/.
+# Debian packages (dcmtk, dicom3tools, orthanc, tcmalloc; postgresql for the tests) and a
+# virtual environment at .venv/.
 #   scripts/install.sh          the node
 #   scripts/install.sh --test   the node plus what the tests need
 set -euo pipefail
@@ -10,6 +11,8 @@ extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
 
 debs=(dcmtk dicom3tools orthanc libtcmalloc-minimal4 openssl)
+# the tests start their own PostgreSQL server (tests/integration/test_postgresql.py)
+[ -n "$extras" ] && debs+=(postgresql)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,6 +25,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     # the packaged Orthanc starts a system service; the node's tests run their own
     if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now orthanc 2>/dev/null || true; fi
     $SUDO service orthanc stop 2>/dev/null || true
+    if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now postgresql 2>/dev/null || true; fi
+    $SUDO service postgresql stop 2>/dev/null || true
 fi
 
 PY=${PYTHON:-python3.11}

@@ -1,0 +1,80 @@
+"""PostgreSQL for real: Debian's server, started by the test (initdb as the `postgres` user in a
+temporary folder, listening on a Unix socket only), the schema made by the node's migrations, and
+two `spinenode worker` processes sharing one queue."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from dicomnode.db import Job, JobEvent, JobState
+from tests.conftest import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _as_postgres(*command: str) -> None:
+    subprocess.run(["runuser", "-u", "postgres", "--", *command], check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    bindirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not bindirs:
+        pytest.fail("PostgreSQL is not installed: run scripts/install.sh --test")
+    bindir = Path(bindirs[-1])
+    root = Path(tempfile.mkdtemp(prefix="spinenode-pg-"))
+    shutil.chown(root, "postgres", "postgres")
+    data, sock = root / "data", root / "sock"
+    _as_postgres("mkdir", str(sock))
+    _as_postgres(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+    _as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "start", "-o",
+                 f"-c listen_addresses='' -k {sock} -c fsync=off")
+    try:
+        _as_postgres(str(bindir / "createdb"), "-h", str(sock), "spinenode")
+        yield f"postgresql+psycopg://postgres@/spinenode?host={sock}"
+    finally:
+        _as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_worker_processes_share_one_queue_on_postgresql(postgres_url, node_factory, series_files) -> None:  # noqa: ANN001
+    from tests.integration.test_node import send
+
+    node = node_factory(database={"url": postgres_url}, worker={"workers": 0})
+    assert node.engine.dialect.name == "postgresql"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPINENODE_")} | {"PYTHONPATH": str(REPO)}
+    assert node.cfg.source is not None
+    workers = [subprocess.Popen([sys.executable, "-m", "dicomnode", "worker", "--config", str(node.cfg.source)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+    try:
+        for seed in (101, 102, 103):
+            assert send(node, series_files(seed)) == [0] * 12
+
+        def all_done() -> bool:
+            with node.sessions() as s:
+                states = list(s.scalars(select(Job.state)))
+            return len(states) == 3 and all(state is JobState.DONE for state in states)
+
+        wait_for(all_done, timeout=240)
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait(60)
+    with node.sessions() as s:
+        claims = [(e.job_id, e.worker) for e in s.scalars(select(JobEvent).where(JobEvent.event == "claimed"))]
+    assert sorted(Counter(job for job, _ in claims).values()) == [1, 1, 1]  # every job claimed once
+    assert len({worker.split(":")[1] for _, worker in claims}) == 2  # by both processes
+    assert all(w.returncode == 0 for w in workers)
