@@ -60,7 +60,7 @@ class Assembler:
         self._full_requested = False
         self._wake_pending = False
         self._run_lock = threading.Lock()
-        self.last_run = time.monotonic()  # end of the last run (for /healthz)
+        self.last_run = time.monotonic()  # last decision pass (for /healthz)
         self.wake: Callable[[], None] = lambda: None  # set by the scheduler wiring: run in WAKE_DELAY_S
 
     def notify(self, series_id: int) -> None:
@@ -80,9 +80,12 @@ class Assembler:
         if not self._run_lock.acquire(blocking=False):
             return  # the run going on takes what was notified or requested
         try:
-            while self._decide_pending():
+            while True:
+                more = self._decide_pending()
+                self.last_run = time.monotonic()  # also while a stream keeps this run going
+                if not more:
+                    break
                 time.sleep(WAKE_DELAY_S)
-            self.last_run = time.monotonic()
         finally:
             self._run_lock.release()
 

@@ -3,7 +3,7 @@
 The C-STORE handler reads the header from the bytes as received (never the pixel data), validates
 the UIDs, writes the bytes atomically, has the recorder commit one row (group commit, see
 ``dicomnode.recorder``) and returns a status. It never runs analysis. Associations run in
-parallel; only two copies of the same SOP Instance UID wait for each other. Every failure becomes a specific
+parallel; the recorder alone looks UIDs up and records them. Every failure becomes a specific
 DICOM status: its step raises ``StoreRefused``, and the handler answers with that status and logs
 one ``store_refused`` event with the reason:
 
@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import sessionmaker
 
 from dicomnode import storage
 from dicomnode.config import NodeConfig
@@ -53,7 +52,6 @@ class StoreContext:
     """What the C-STORE handler needs; one per SCP."""
 
     node: NodeConfig
-    sessions: sessionmaker
     recorder: Recorder
     on_stored: Callable[[int], None] = lambda series_id: None
 
@@ -76,7 +74,8 @@ def handle_store(event, ctx: StoreContext) -> int:  # noqa: ANN001 - pynetdicom 
         header = _checked_header(event, stream)
         ts = str(event.context.transfer_syntax)
         parts = (storage.file_preamble(header.sop_class_uid, header.sop_instance_uid, ts), stream)
-        row = InstanceRow(header=header, path=str(_relpath(header)), size=sum(map(len, parts)),
+        path = storage.instance_relpath(header.study_uid, header.series_uid, header.sop_instance_uid)
+        row = InstanceRow(header=header, path=str(path), size=sum(map(len, parts)),
                           sha256=storage.sha256(*parts), transfer_syntax=ts, calling_ae=calling_ae,
                           received_at=utcnow())
         tmp = _write_temp(ctx, row, parts)
@@ -124,13 +123,6 @@ def _checked_header(event, stream: bytes) -> storage.HeaderSummary:  # noqa: ANN
     if header.sop_instance_uid != str(event.request.AffectedSOPInstanceUID):
         raise StoreRefused(INVALID_UID, "sop_instance_mismatch", sop_instance_uid=header.sop_instance_uid)
     return header
-
-
-def _relpath(header: storage.HeaderSummary) -> Path:
-    try:
-        return storage.instance_relpath(header.study_uid, header.series_uid, header.sop_instance_uid)
-    except InvalidUIDError as exc:
-        raise StoreRefused(INVALID_UID, "invalid_uid", str(exc)) from exc
 
 
 def _write_failed(exc: OSError) -> StoreRefused:

@@ -85,8 +85,7 @@ class Node:
         if removed := clear_incoming(self.cfg.data_dir):
             log.info("incoming_cleared", files=removed, note="half-received before a restart; never acknowledged")
         self._recorder = Recorder(self.engine, self.cfg.node.data_dir, fsync=self.cfg.node.fsync).start()
-        ctx = StoreContext(node=self.cfg.node, sessions=self.sessions, recorder=self._recorder,
-                           on_stored=assembler.notify)
+        ctx = StoreContext(node=self.cfg.node, recorder=self._recorder, on_stored=assembler.notify)
         self._server = start_scp(self.cfg.node, ctx)
         self.port = self._server.server_address[1]
         _write_port_file(self.cfg.data_dir, self.port)

@@ -23,6 +23,8 @@ from dicomnode.retry import RetryPolicy
 from pipeline.reasons import Reason
 
 log = get_logger(__name__)
+
+LEASE_EXPIRED = "lease expired (worker stopped)"
 _CLAIMABLE = (JobState.QUEUED, JobState.FAILED)
 
 
@@ -134,6 +136,13 @@ def fail(sessions: sessionmaker, job: ClaimedJob, error: str, policy: RetryPolic
     return JobState.FAILED
 
 
+def stalled_because(job: Job, owner_is_dead: Callable[[str | None], bool], now: dt.datetime) -> str | None:
+    """Why no live worker holds this running job (None: one does)."""
+    if job.lease_expires_at is None or job.lease_expires_at < now:
+        return LEASE_EXPIRED
+    return "worker process gone" if owner_is_dead(job.lease_owner) else None
+
+
 def requeue_expired(sessions: sessionmaker, policy: RetryPolicy,
                     owner_is_dead: Callable[[str | None], bool] = lambda owner: False) -> int:
     """Jobs whose worker died go back to the queue, or die if out of attempts: those whose lease
@@ -143,13 +152,11 @@ def requeue_expired(sessions: sessionmaker, policy: RetryPolicy,
     count = 0
     with sessions.begin() as session:
         for job in session.scalars(select(Job).where(Job.state == JobState.RUNNING)).all():
-            if job.lease_expires_at is not None and job.lease_expires_at >= now:
-                if not owner_is_dead(job.lease_owner):
-                    continue
-                why, still_ours = "worker process gone", Job.lease_owner == job.lease_owner
-            else:
-                why = "lease expired (worker stopped)"
-                still_ours = or_(Job.lease_expires_at < now, Job.lease_expires_at.is_(None))
+            why = stalled_because(job, owner_is_dead, now)
+            if why is None:
+                continue
+            still_ours = (or_(Job.lease_expires_at < now, Job.lease_expires_at.is_(None)) if why == LEASE_EXPIRED
+                          else Job.lease_owner == job.lease_owner)
             count += _requeue(session, job, why, still_ours, now)
     return count
 
@@ -162,7 +169,7 @@ def _requeue(session: Session, job: Job, why: str, still_ours: ColumnElement[boo
         .values(state=new_state, lease_owner=None, lease_expires_at=None, last_error=why, updated_at=now)))
     if result.rowcount != 1:
         return 0
-    event = "lease_expired" if why.startswith("lease") else "lease_abandoned"
+    event = "lease_expired" if why == LEASE_EXPIRED else "lease_abandoned"
     _event(session, job.id, event, job.attempts, job.lease_owner,
            "dead: out of attempts" if dead else "returned to the queue")
     log.warning(f"job_{event}", job_id=job.id, attempts=job.attempts, new_state=str(new_state),

@@ -153,7 +153,7 @@ class Recorder:
     def _next_batch(self) -> tuple[list[_Request], bool]:
         """What is waiting now (blocking for the first), and whether a stop was asked."""
         items = [self._queue.get()]
-        while len(items) <= self.max_batch:
+        while len(items) < self.max_batch:
             try:
                 items.append(self._queue.get_nowait())
             except queue.Empty:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dicomnode.db import Instance, Job, JobState, OutboxItem, OutboxState, Series, SeriesState, Study, utcnow
 from dicomnode.liveness import owner_is_dead
+from dicomnode.queue import stalled_because
 from pipeline.reasons import Reason
 
 
@@ -27,21 +28,12 @@ def _abstained(job_id: int, series_uid: str, reasons: list[Reason]) -> dict[str,
 
 
 def _stalled(session: Session) -> list[dict[str, Any]]:
-    """Running jobs that no live worker holds: the lease expired, or its worker's process on this
-    machine is gone (the next worker poll returns them to the queue)."""
+    """Running jobs that no live worker holds (the next worker poll returns them to the queue)."""
     now = utcnow()
-    stalled = []
-    for job_id, series_uid, owner, expires in session.execute(
-            select(Job.id, Series.series_uid, Job.lease_owner, Job.lease_expires_at)
-            .join(Series, Series.id == Job.series_id).where(Job.state == JobState.RUNNING)):
-        if expires is None or expires < now:
-            why = "lease expired"
-        elif owner_is_dead(owner):
-            why = "worker process gone"
-        else:
-            continue
-        stalled.append({"job_id": job_id, "series_uid": series_uid, "worker": owner, "why": why})
-    return stalled
+    rows = session.execute(select(Job, Series.series_uid).join(Series, Series.id == Job.series_id)
+                           .where(Job.state == JobState.RUNNING)).all()
+    return [{"job_id": job.id, "series_uid": series_uid, "worker": job.lease_owner, "why": why}
+            for job, series_uid in rows if (why := stalled_because(job, owner_is_dead, now)) is not None]
 
 
 def collect(sessions: sessionmaker) -> dict[str, Any]:

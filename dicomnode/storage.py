@@ -18,13 +18,11 @@ import zlib
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.multival import MultiValue
-from pydicom.tag import Tag
 from pydicom.uid import UID
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
@@ -36,10 +34,6 @@ SERIES_ATTRS = (
     "Modality", "SeriesDescription", "MRAcquisitionType", "ScanningSequence", "SequenceVariant",
     "SequenceName", "ContrastBolusAgent", "ImageType", "NumberOfTemporalPositions",
 )
-_TAGS = {keyword: Tag(cast(int, tag_for_keyword(keyword))) for keyword in (
-    "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", *SERIES_ATTRS, "InstanceNumber",
-    "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
-    "TemporalPositionIdentifier", "Rows", "Columns")}
 
 
 def is_valid_uid(value: object) -> bool:
@@ -173,17 +167,10 @@ def file_preamble(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: st
     return b"\0" * 128 + b"DICM" + _meta_element(0x0000, b"UL", struct.pack("<I", len(body))) + body
 
 
-def _get(ds: Dataset, keyword: str) -> Any:
-    """The value of a top-level attribute, or None; by tag (pydicom's keyword lookup costs more
-    than the rest of reading the header)."""
-    tag = _TAGS[keyword]
-    return ds[tag].value if tag in ds else None
-
-
 def _floats(ds: Dataset, keyword: str, count: int) -> list[float] | None:
     """A multi-valued decimal attribute as floats, or None if absent or malformed."""
     try:
-        value = _get(ds, keyword)
+        value = ds.get(keyword)
         if value is None:
             return None
         items = list(value) if isinstance(value, list | tuple | MultiValue) else [value]
@@ -195,7 +182,7 @@ def _floats(ds: Dataset, keyword: str, count: int) -> list[float] | None:
 
 def _scalar(ds: Dataset, keyword: str, kind: type) -> Any:
     try:
-        value = _get(ds, keyword)
+        value = ds.get(keyword)
         return None if value is None or value == "" else kind(value)
     except (TypeError, ValueError):
         return None
@@ -233,11 +220,11 @@ class HeaderSummary:
 def summarise(ds: Dataset) -> HeaderSummary:
     """Validate the UIDs and read the protocol-relevant header attributes (never pixels)."""
     return HeaderSummary(
-        study_uid=require_uid("StudyInstanceUID", _get(ds, "StudyInstanceUID")),
-        series_uid=require_uid("SeriesInstanceUID", _get(ds, "SeriesInstanceUID")),
-        sop_instance_uid=require_uid("SOPInstanceUID", _get(ds, "SOPInstanceUID")),
-        sop_class_uid=require_uid("SOPClassUID", _get(ds, "SOPClassUID")),
-        series_attrs={k: _text(v) for k in SERIES_ATTRS if (v := _get(ds, k)) is not None},
+        study_uid=require_uid("StudyInstanceUID", ds.get("StudyInstanceUID")),
+        series_uid=require_uid("SeriesInstanceUID", ds.get("SeriesInstanceUID")),
+        sop_instance_uid=require_uid("SOPInstanceUID", ds.get("SOPInstanceUID")),
+        sop_class_uid=require_uid("SOPClassUID", ds.get("SOPClassUID")),
+        series_attrs={k: _text(v) for k in SERIES_ATTRS if (v := ds.get(k)) is not None},
         instance_number=_scalar(ds, "InstanceNumber", int),
         position=_floats(ds, "ImagePositionPatient", 3),
         orientation=_floats(ds, "ImageOrientationPatient", 6),
