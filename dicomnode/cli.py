@@ -82,6 +82,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
 def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     """Training and evaluating the models (phantoms by default)."""
     _add_train_unet(sub)
+    _add_train_spine(sub)
     _add_train_radiomics(sub)
     _add_train_classifier(sub)
     _add_evaluate_seg(sub)
@@ -108,6 +109,20 @@ def _add_train_unet(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", type=Path, default=None, help="prepared slices (.pt): read if present, else written")
 
 
+def _add_train_spine(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-spine", help="train the spine localiser (vertebral body and disc) on phantoms")
+    p.add_argument("--work", type=Path, default=Path("var/train-spine"), help="best weights so far")
+    p.add_argument("--out", type=Path, default=None, help="write the best weights here (+ .sha256, .json)")
+    for name, default in (("studies", 400), ("val-studies", 16), ("epochs", 6), ("steps-per-epoch", 200),
+                          ("batch", 16), ("seed", 0), ("threads", 0), ("processes", 1)):
+        p.add_argument(f"--{name}", type=int, default=default)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--classic-fraction", type=float, default=0.25, help="share of classic-look studies")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
+    p.add_argument("--held-out", type=int, default=0, metavar="N",
+                   help="train nothing: score the shipped weights (or --out) on N held-out studies of each look")
+
+
 def _add_train_radiomics(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-radiomics", help="radiomics signature (mRMR + LASSO) with 10-fold CV, on phantoms")
     p.add_argument("--studies", type=int, default=160)
@@ -115,6 +130,7 @@ def _add_train_radiomics(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--phases", type=int, default=1, help="1: single-phase (peak map); 3-8: dynamic (3 maps)")
     p.add_argument("--out", type=Path, required=True, help="signature JSON")
     p.add_argument("--cache", type=Path, default=None, help="feature table cache (.npz)")
+    p.add_argument("--randomised-studies", type=int, default=0, help="with --phases 1: add N domain-randomised studies")
     p.add_argument("--figure", type=Path, default=None, help="PNG of the selected features' coefficients")
 
 
@@ -130,7 +146,8 @@ def _add_train_classifier(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", type=Path, default=None, help="JSON with CV and held-out figures")
     p.add_argument("--no-cv", action="store_true", help="skip the 10-fold cross-validation")
     for name, default in (("studies", 240), ("steps", 150), ("batch", 16), ("folds", 10), ("seed", 0),
-                          ("threads", 0), ("held-out-single", 60), ("held-out-dynamic", 40)):
+                          ("threads", 0), ("held-out-single", 60), ("held-out-dynamic", 40),
+                          ("randomised-studies", 0), ("held-out-randomised", 0), ("processes", 1)):
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--lr", type=float, default=2e-3)
 
@@ -165,7 +182,7 @@ def _cmd_train_radiomics(args: argparse.Namespace) -> int:
     from training.train_radiomics import train
 
     try:
-        train(args.studies, args.seed, args.phases, args.out, args.cache, args.figure)
+        train(args.studies, args.seed, args.phases, args.out, args.cache, args.figure, args.randomised_studies)
     except TrainingError as exc:
         raise NodeError(str(exc)) from exc
     return 0
@@ -177,7 +194,8 @@ def _cmd_train_classifier(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(studies=args.studies, steps=args.steps, batch=args.batch, lr=args.lr, folds=args.folds,
                       seed=args.seed, threads=args.threads, held_out_single=args.held_out_single,
-                      held_out_dynamic=args.held_out_dynamic)
+                      held_out_dynamic=args.held_out_dynamic, randomised_studies=args.randomised_studies,
+                      held_out_randomised=args.held_out_randomised, processes=args.processes)
     try:
         train(cfg, args.work, args.out, data_dir=args.data, labels=args.labels, figure=args.figure,
               report=args.report, skip_cv=args.no_cv)
@@ -198,6 +216,26 @@ def _cmd_train_unet(args: argparse.Namespace) -> int:
     try:
         result = train(cfg, args.work, args.out, resume=args.resume, data_dir=args.data,
                        stop_after=args.stop_after, cache=args.cache)
+    except TrainingError as exc:
+        raise NodeError(str(exc)) from exc
+    print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2))
+    return 0
+
+
+def _cmd_train_spine(args: argparse.Namespace) -> int:
+    from training.errors import TrainingError
+    from training.train_spine import SpineConfig, held_out_scores, train
+
+    if args.held_out:
+        print(json.dumps(held_out_scores(args.held_out, args.out), indent=2))
+        return 0
+
+    cfg = SpineConfig(studies=args.studies, val_studies=args.val_studies, epochs=args.epochs,
+                      steps_per_epoch=args.steps_per_epoch, batch=args.batch, lr=args.lr, seed=args.seed,
+                      threads=args.threads, processes=args.processes, classic_fraction=args.classic_fraction,
+                      device=args.device)
+    try:
+        result = train(cfg, args.work, args.out)
     except TrainingError as exc:
         raise NodeError(str(exc)) from exc
     print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2))
@@ -309,7 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = load_config(args.config)
             return node.serve(cfg) if args.command == "serve" else node.run_worker(cfg)
         commands = {"status": _cmd_status, "synth": _cmd_synth, "send": _cmd_send, "resend": _cmd_resend,
-                    "demo": _cmd_demo, "train-unet": _cmd_train_unet, "evaluate-seg": _cmd_evaluate_seg,
+                    "demo": _cmd_demo, "train-unet": _cmd_train_unet, "train-spine": _cmd_train_spine,
+                    "evaluate-seg": _cmd_evaluate_seg,
                     "train-radiomics": _cmd_train_radiomics, "train-classifier": _cmd_train_classifier}
         return commands[args.command](args)
     except NodeError as exc:

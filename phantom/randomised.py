@@ -47,13 +47,17 @@ TABLE: dict[Label, tuple[float, float]] = {
 @dataclass(frozen=True)
 class RandomisedStudy:
     """``pixels`` (1, slices, rows, cols) uint16 as stored; ``mask`` the lesions; ``spine`` the
-    vertebral bone (bodies and posterior elements, lesions inside them included)."""
+    vertebral bone (bodies and posterior elements, lesions inside them included); ``body`` the
+    vertebral bodies (cortex and marrow, whatever a lesion paints inside them) and ``disc`` the
+    intervertebral discs, the spine localiser's targets."""
 
     pixels: np.ndarray
     mask: np.ndarray
     spine: np.ndarray
     label: int  # 1 metastasis, 0 primary
     meta: dict[str, Any]
+    body: np.ndarray
+    disc: np.ndarray
 
 
 def _lesion_centres(labels: np.ndarray, body: np.ndarray, c: Any, rng: np.random.Generator,  # noqa: ANN401
@@ -169,10 +173,12 @@ def generate_randomised(seed: int, *, matrix: tuple[int, int] | None = None,
     draw_surroundings(m, shape, rng)
     draw_muscles_and_vessels(m, shape, rng)
     body, bone = draw_vertebrae(m, shape, rng)
+    disc = np.isin(m.labels, (Label.ANNULUS, Label.NUCLEUS))
     pattern = draw_lesions(m, body, bone, rng, metastasis)
     mask = m.labels == Label.LESION
     pixels, render_meta = render(m.labels, pattern, rng, metastasis, pixel_mm)
     meta = {"seed": seed, "matrix": [rows, cols], "pixel_mm": round(pixel_mm, 3),
             "tilt_deg": [round(t, 1) for t in tilt], "thoracic": shape.thoracic,
             "lesion_voxels": int(mask.sum())} | render_meta
-    return RandomisedStudy(pixels=pixels[None], mask=mask, spine=bone | mask, label=int(metastasis), meta=meta)
+    return RandomisedStudy(pixels=pixels[None], mask=mask, spine=bone | mask, label=int(metastasis), meta=meta,
+                           body=body, disc=disc & ~mask)

@@ -5,8 +5,9 @@ The series is read and loaded before (:func:`pipeline.volume.read_series`,
 prepare the image, region growing, U-Net, lesion measurements, CE parameter maps,
 radiomics (Rad-score of the largest lesion), the 3D classifier (metastasis vs primary malignant
 bone tumour, on the cube around the largest lesion). The lesions reported are the U-Net's when
-its weights are available, else region growing's; the Dice between the two masks is kept as a
-quality measure.
+its weights are available (its components that lie in the located vertebral body,
+:func:`pipeline.plausibility.keep_in_body`), else region growing's; the Dice between the two masks
+is kept as a quality measure.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pipeline.lesions import Lesion, find_lesions
 from pipeline.metrics import dice
 from pipeline.parameter_maps import ParameterMaps
 from pipeline.parameter_maps import compute as compute_maps
-from pipeline.plausibility import Limits, Verdict, assess, inside_fraction
+from pipeline.plausibility import Limits, Verdict, assess, inside_fraction, keep_in_body, washout
 from pipeline.precision import Precision, parse_precision
 from pipeline.reasons import Reason
 from pipeline.region_growing import RegionGrowingResult
@@ -146,7 +147,7 @@ def plausibility_verdict(volume: Volume, rg: RegionGrowingResult, lesion: Lesion
     return assess(inside_body=inside, peak_enhancement=lesion.peak_enhancement, agreement_dice=agreement,
                   p_classifier=classification.probability_metastasis,
                   p_radiomics=None if radiomics is None else float(radiomics["probability_metastasis"]),
-                  limits=limits)
+                  washout_fraction=washout(volume.pixels, lesion.mask), limits=limits)
 
 
 def analyse(volume: Volume, *, use_unet: bool = True, precision: str | Precision = Precision.AUTO,
@@ -168,6 +169,7 @@ def analyse(volume: Volume, *, use_unet: bool = True, precision: str | Precision
     if use_unet:
         with _timed(timings, "unet"):
             unet_mask, sha = unet_segment(image, precision)
+            unet_mask = keep_in_body(unet_mask, rg.body.mask, (volume.spacing[1], volume.spacing[2]))
     source_mask = unet_mask if unet_mask is not None else rg.mask
     with _timed(timings, "lesions"):
         lesions = find_lesions(source_mask, volume, image, rg.marrow_level)

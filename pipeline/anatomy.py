@@ -1,5 +1,16 @@
 """Locating the vertebral body automatically (the node has no person to draw a region).
 
+**The spine localiser** (``pipeline.localiser``, a small network trained on domain-randomised
+phantoms) gives each pixel a probability of vertebral body and of intervertebral disc. The largest
+3D connected region of body or disc is the spinal column: its centroid is the body's centre, twice
+the standard deviations of its pixels per slice (median over slices) its semi-axes (for a filled
+ellipse, sigma = semi-axis / 2); the body's pixels in it, minus the dark cortex, are the per-slice
+mask. It learned the body's shape and place among its neighbours (canal behind, psoas beside,
+aorta in front), not one look's brightness.
+
+**The template** below is the fallback when the localiser finds no column (an image unlike
+anything it was trained on); the result says which method found the body.
+
 On the slice average of the smoothed post-contrast image (normalised by the median of the
 central region and clipped at 1.3 of it, so that bright vessels and kidneys cannot win on
 brightness alone):
@@ -16,10 +27,12 @@ brightness alone):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage, signal
+
+from models.spine_io import BODY, DISC
 
 SEMI_AXES_MM = ((16, 11), (19, 13), (22, 15), (25, 17), (19, 16), (24, 19))
 
@@ -27,12 +40,15 @@ SEMI_AXES_MM = ((16, 11), (19, 13), (22, 15), (25, 17), (19, 16), (24, 19))
 @dataclass(frozen=True)
 class BodyRegion:
     """The vertebral body: centre (row, col) and semi-axes (rows, cols) in pixels, a per-slice
-    mask (slices, rows, cols) and the score of the choice."""
+    mask (slices, rows, cols), the score of the choice and the method that found it
+    (``localiser`` or ``template``)."""
 
     centre: tuple[float, float]
     semi_axes: tuple[float, float]
     mask: np.ndarray
     score: float
+    method: str = "template"
+    localiser_sha256: str | None = None  # the localiser's weights, which ran in either case
 
     def ellipse(self, shape: tuple[int, int], grow_px: float = 0.0) -> np.ndarray:
         return ellipse_mask(shape, self.centre, self.semi_axes, grow_px)
@@ -69,7 +85,47 @@ def _symmetry(img: np.ndarray, cy: float, cx: float, px: float) -> float:
     return float(np.nan_to_num(np.corrcoef(window.ravel(), window[:, ::-1].ravel())[0, 1]))
 
 
-def locate_body(smooth: np.ndarray, pixel_mm: tuple[float, float]) -> BodyRegion:
+MIN_COLUMN_MM2 = 300.0  # a column smaller than a 20 mm disc in all slices together is no spine
+
+
+def body_from_probabilities(prob: np.ndarray, smooth: np.ndarray, pixel_mm: tuple[float, float]
+                            ) -> BodyRegion | None:
+    """The body from the localiser's (slices, CLASSES, rows, cols) probabilities; None when no
+    column of plausible size was found."""
+    column = (prob[:, BODY] + prob[:, DISC]) >= 0.5
+    labels, n = ndimage.label(column)
+    if n == 0:
+        return None
+    sizes = ndimage.sum_labels(column, labels, index=np.arange(1, n + 1))
+    largest = labels == 1 + int(np.argmax(sizes))
+    if largest.sum() * pixel_mm[0] * pixel_mm[1] < MIN_COLUMN_MM2:
+        return None
+    pts = np.argwhere(largest)
+    centre = (float(pts[:, 1].mean()), float(pts[:, 2].mean()))
+    spreads = [(2 * pts[pts[:, 0] == k, 1].std(), 2 * pts[pts[:, 0] == k, 2].std())
+               for k in np.unique(pts[:, 0]) if (pts[:, 0] == k).sum() >= 10]
+    semi = tuple(float(v) for v in np.median(spreads, axis=0)) if spreads else (5.0, 5.0)
+    body = largest & (prob[:, BODY] >= prob[:, DISC])
+    level = max(float(np.median(smooth[body])), 1e-6) if body.any() else 1e-6
+    mask = np.zeros(smooth.shape, dtype=bool)
+    for k in range(smooth.shape[0]):
+        mask[k] = ndimage.binary_fill_holes(body[k] & (smooth[k] > 0.5 * level))
+    score = float((prob[:, BODY] + prob[:, DISC])[largest].mean())
+    return BodyRegion(centre, (semi[0], semi[1]), mask, score, method="localiser")
+
+
+def locate_body(image: np.ndarray, smooth: np.ndarray, pixel_mm: tuple[float, float]) -> BodyRegion:
+    """``image``: (slices, rows, cols) post-contrast image, ``smooth`` the same smoothed: the
+    localiser's body, or the template's when the localiser finds none."""
+    from pipeline.localiser import get_localiser
+
+    localiser = get_localiser()
+    found = body_from_probabilities(localiser.probabilities(image, pixel_mm), smooth, pixel_mm)
+    body = found if found is not None else locate_body_template(smooth, pixel_mm)
+    return replace(body, localiser_sha256=localiser.sha256)
+
+
+def locate_body_template(smooth: np.ndarray, pixel_mm: tuple[float, float]) -> BodyRegion:
     """``smooth``: (slices, rows, cols) smoothed post-contrast image."""
     mean = smooth.mean(axis=0)
     rows, cols = mean.shape

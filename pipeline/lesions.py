@@ -13,9 +13,9 @@ from scipy.spatial.distance import pdist
 from pipeline.volume import Volume
 
 MIN_VOLUME_MM3 = 20.0
-_CONNECTIVITY = np.zeros((3, 3, 3), dtype=bool)
-_CONNECTIVITY[1] = True
-_CONNECTIVITY[0, 1, 1] = _CONNECTIVITY[2, 1, 1] = True
+CONNECTIVITY = np.zeros((3, 3, 3), dtype=bool)
+CONNECTIVITY[1] = True
+CONNECTIVITY[0, 1, 1] = CONNECTIVITY[2, 1, 1] = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,7 +57,7 @@ def max_diameter(points: np.ndarray) -> float:
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest connected component of ``mask`` (the mask itself when it has at most one)."""
-    labels, n = ndimage.label(mask, structure=_CONNECTIVITY)
+    labels, n = ndimage.label(mask, structure=CONNECTIVITY)
     if n <= 1:
         return mask
     sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
@@ -67,7 +67,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 def find_lesions(mask: np.ndarray, volume: Volume, image: np.ndarray, marrow_level: float,
                  min_volume_mm3: float = MIN_VOLUME_MM3) -> list[Lesion]:
     """Components of ``mask`` at least ``min_volume_mm3``, largest first."""
-    labels, n = ndimage.label(mask, structure=_CONNECTIVITY)
+    labels, n = ndimage.label(mask, structure=CONNECTIVITY)
     voxel_mm3 = float(np.prod(volume.spacing))
     found = []
     for i, sl in enumerate(ndimage.find_objects(labels), start=1):

@@ -11,7 +11,11 @@ with the coded reasons (the SEG and the measurements are still sent):
   ~3.6 x marrow it is more likely a vessel, below 1.3 it is marrow or cord);
 * the U-Net and the region growing roughly agree on where the lesion is;
 * the classifier's probability is outside the uncertain band;
-* the radiomics model, where one is shipped for the series' kind, gives the same class.
+* the radiomics model, where one is shipped for the series' kind, gives the same class;
+* in a dynamic series, the lesion's time-intensity curve has the class's shape (PHANTOM.md:
+  metastases wash in fast and wash out 10-35 % by the last phase, primary tumours enhance
+  progressively with no wash-out): wash-out of at least 5 % of the peak enhancement for a
+  metastasis, less for a primary tumour.
 
 The limits are set from the specification and the project's own phantoms, never from the external
 validation studies.
@@ -25,6 +29,8 @@ from enum import StrEnum
 import numpy as np
 from scipy import ndimage
 
+from pipeline.lesions import CONNECTIVITY
+
 
 class IndeterminateReason(StrEnum):
     """Why a study's finding is indeterminate (coded in the SR as 99SPINENODE codes)."""
@@ -34,6 +40,7 @@ class IndeterminateReason(StrEnum):
     SEGMENTATIONS_DISAGREE = "segmentations_disagree"
     PROBABILITY_UNCERTAIN = "probability_uncertain"
     MODELS_DISAGREE = "models_disagree"
+    KINETICS_DISAGREE = "kinetics_disagree"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +54,7 @@ class Limits:
     uncertain_high: float = 0.7
     min_inside_body: float = 0.5
     body_margin_mm: float = 5.0
+    washout_threshold: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.uncertain_low <= 0.5 <= self.uncertain_high <= 1.0:
@@ -71,20 +79,58 @@ class Verdict:
                 ("metastasis" if self.metastasis else "primary"), "reasons": [str(r) for r in self.reasons]}
 
 
-def inside_fraction(lesion: np.ndarray, body: np.ndarray, pixel_mm: tuple[float, float], margin_mm: float) -> float:
-    """Share of the lesion's voxels inside the body mask grown in-plane by ``margin_mm``."""
-    if not lesion.any():
-        return 0.0
+def grown_body(body: np.ndarray, pixel_mm: tuple[float, float], margin_mm: float) -> np.ndarray:
+    """The (slices, rows, cols) body mask grown in-plane by ``margin_mm``."""
+    if not body.any():
+        return body
     radius = np.array([margin_mm / pixel_mm[0], margin_mm / pixel_mm[1]])
     size = np.maximum(1, np.ceil(radius)).astype(int)
     yy, xx = np.mgrid[-size[0]:size[0] + 1, -size[1]:size[1] + 1]
     disc = (yy / max(radius[0], 1e-6)) ** 2 + (xx / max(radius[1], 1e-6)) ** 2 <= 1.0
-    grown = ndimage.binary_dilation(body, structure=disc[None]) if body.any() else body
-    return float(np.logical_and(lesion, grown).sum() / lesion.sum())
+    return ndimage.binary_dilation(body, structure=disc[None])
+
+
+def inside_fraction(lesion: np.ndarray, body: np.ndarray, pixel_mm: tuple[float, float], margin_mm: float) -> float:
+    """Share of the lesion's voxels inside the body mask grown in-plane by ``margin_mm``."""
+    if not lesion.any():
+        return 0.0
+    return float(np.logical_and(lesion, grown_body(body, pixel_mm, margin_mm)).sum() / lesion.sum())
+
+
+def keep_in_body(mask: np.ndarray, body: np.ndarray, pixel_mm: tuple[float, float],
+                 limits: Limits | None = None) -> np.ndarray:
+    """The connected components of ``mask`` that lie at least ``min_inside_body`` inside the body
+    (grown by ``body_margin_mm``): a lesion arises from the vertebral body, so a bright cord, vessel
+    or muscle the U-Net outlined is dropped. When no component qualifies, ``mask`` is returned
+    whole, and the checks below make the finding indeterminate."""
+    lim = limits or Limits()
+    labels, n = ndimage.label(mask, structure=CONNECTIVITY)
+    if n == 0:
+        return mask
+    grown = grown_body(body, pixel_mm, lim.body_margin_mm)
+    inside = ndimage.sum_labels(grown, labels, index=np.arange(1, n + 1))
+    size = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
+    keep = np.concatenate([[False], inside >= lim.min_inside_body * size])
+    return keep[labels] if keep.any() else mask
+
+
+def washout(pixels: np.ndarray, lesion: np.ndarray) -> float | None:
+    """How much of its peak enhancement the lesion has lost by the last phase, from the mean signal
+    of its voxels in each phase of a (phases, slices, rows, cols) dynamic series (phase 1
+    pre-contrast); None for fewer than two post-contrast phases or no enhancement."""
+    if pixels.shape[0] < 3 or not lesion.any():
+        return None
+    signal = pixels[:, lesion].astype(np.float64).mean(axis=1)
+    enhancement = (signal[1:] - signal[0]) / max(signal[0], 1e-6)
+    peak = float(enhancement.max())
+    if peak <= 0:
+        return None
+    return float((peak - enhancement[-1]) / peak)
 
 
 def assess(*, inside_body: float, peak_enhancement: float, agreement_dice: float | None,
-           p_classifier: float, p_radiomics: float | None, limits: Limits | None = None) -> Verdict:
+           p_classifier: float, p_radiomics: float | None, washout_fraction: float | None = None,
+           limits: Limits | None = None) -> Verdict:
     """The study-level verdict from the largest lesion's checks and the two models' probabilities."""
     lim = limits or Limits()
     reasons: list[IndeterminateReason] = []
@@ -99,4 +145,6 @@ def assess(*, inside_body: float, peak_enhancement: float, agreement_dice: float
     metastasis = p_classifier >= 0.5
     if p_radiomics is not None and (p_radiomics >= 0.5) != metastasis:
         reasons.append(IndeterminateReason.MODELS_DISAGREE)
+    if washout_fraction is not None and (washout_fraction >= lim.washout_threshold) != metastasis:
+        reasons.append(IndeterminateReason.KINETICS_DISAGREE)
     return Verdict(None if reasons else metastasis, tuple(reasons))

@@ -3,7 +3,8 @@
 The paper's reader outlines the abnormal region on the sagittal view; that outline, moved to
 the axial slices, is the initial region. The node has no reader, so:
 
-A. **Initial region**: the vertebral body, found automatically (``pipeline.anatomy``).
+A. **Initial region**: the vertebral body, found automatically (``pipeline.anatomy``: the spine
+   localiser, or a template when it finds nothing).
 B. **Expansion x5** (Fig. 1D): the body ellipse scaled so that its area is five times larger.
 C. **Partitions** (Fig. 1D-E): each slice of the expanded region is cut into partitions by a
    watershed of the gradient magnitude from a regular grid of markers (about every 5 mm); the
@@ -23,7 +24,7 @@ G. **Further lesions**: the next brightest voxel outside what was grown becomes 
    it is still clearly enhancing (at least 1.3 x marrow and halfway to the first lesion's
    level), up to five lesions.
 
-Needs no weights, so the node still segments when the U-Net is unavailable.
+Needs only the small localiser's weights, so the node still segments when the U-Net is unavailable.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def segment(image: np.ndarray, pixel_mm: tuple[float, float]) -> RegionGrowingRe
     """``image``: (slices, rows, cols) post-contrast (or peak) image; returns the lesion mask."""
     px = float(np.mean(pixel_mm))
     smooth = ndimage.gaussian_filter(image.astype(np.float32), (0, max(0.5, 0.6 / px), max(0.5, 0.6 / px)))
-    body = locate_body(smooth, pixel_mm)
+    body = locate_body(image, smooth, pixel_mm)
     b, a = body.semi_axes
     scale = np.sqrt(5.0)  # area x5
     expanded2d = ellipse_mask(image.shape[1:], body.centre, (b * scale, a * scale))

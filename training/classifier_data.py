@@ -23,6 +23,7 @@ from pipeline.lesions import largest_component
 from pipeline.parameter_maps import with_marrow_reference
 from pipeline.volume import Volume
 from training.errors import TrainingDataError
+from training.parallel import map_studies
 
 LABELS = {"primary": 0, "metastasis": 1}
 
@@ -47,6 +48,11 @@ class CubeSet:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, cubes=self.cubes.numpy(), labels=self.labels.numpy(), dynamic=self.dynamic.numpy(),
                  names=np.array(self.names))
+
+    @classmethod
+    def concat(cls, parts: list[CubeSet]) -> CubeSet:
+        return cls(torch.cat([p.cubes for p in parts]), torch.cat([p.labels for p in parts]),
+                   torch.cat([p.dynamic for p in parts]), [n for p in parts for n in p.names])
 
     @classmethod
     def load(cls, path: Path) -> CubeSet:
@@ -81,6 +87,46 @@ def phantom_items(seeds: Iterable[int], dynamic_fraction: float = 0.4,
         n = phases if phases is not None else (int(rng.integers(3, 9)) if rng.random() < dynamic_fraction else 1)
         study = generate_study(seed, phases=n)
         yield f"phantom-{seed}", study.volume(), study.mask, study.label
+
+
+def randomised_items(seeds: Iterable[int]) -> Iterable[tuple[str, Volume, np.ndarray, int]]:
+    """Domain-randomised single-phase studies (``phantom.randomised``) as the node would load them."""
+    from phantom.randomised import SLICE_MM, generate_randomised
+
+    for seed in seeds:
+        r = generate_randomised(seed)
+        nz, px = r.pixels.shape[1], float(r.meta["pixel_mm"])
+        volume = Volume(pixels=r.pixels.astype(np.float32),
+                        positions=np.array([[0.0, 0.0, SLICE_MM * k] for k in range(nz)]),
+                        orientation=(1, 0, 0, 0, 1, 0), spacing=(SLICE_MM, px, px),
+                        sop_instance_uids=(tuple(str(k) for k in range(nz)),), study_uid="phantom",
+                        series_uid=f"randomised-{seed}")
+        yield f"randomised-{seed}", volume, r.mask, r.label
+
+
+def look_items(look: str, seeds: Iterable[int], phases: int | None = None, dynamic_fraction: float = 0.4
+               ) -> Iterable[tuple[str, Volume, np.ndarray, int]]:
+    """``classic`` (``phases`` fixed, else ``dynamic_fraction`` of them dynamic, as
+    :func:`phantom_items`) or ``randomised`` (single-phase) studies."""
+    if look == "randomised":
+        return randomised_items(seeds)
+    return phantom_items(seeds, dynamic_fraction, phases)
+
+
+def _cube_of(args: tuple[str, int, int | None, float]) -> tuple[str, np.ndarray, int, bool]:
+    look, seed, phases, fraction = args
+    name, volume, mask, label = next(iter(look_items(look, [seed], phases, fraction)))
+    return name, volume_cube(volume, mask).astype(np.float16), label, volume.phases > 1
+
+
+def phantom_cubes(look: str, seeds: range, *, phases: int | None = None, dynamic_fraction: float = 0.4,
+                  processes: int = 1, desc: str = "cubes") -> CubeSet:
+    """The cubes of ``look``'s studies, made in ``processes`` worker processes (one thread each)."""
+    jobs = [(look, seed, phases, dynamic_fraction) for seed in seeds]
+    parts = map_studies(_cube_of, jobs, processes, desc)
+    return CubeSet(torch.stack([torch.from_numpy(c) for _, c, _, _ in parts]),
+                   torch.tensor([lab for _, _, lab, _ in parts]), torch.tensor([d for _, _, _, d in parts]),
+                   [n for n, _, _, _ in parts])
 
 
 def read_labels(path: Path) -> dict[str, int]:

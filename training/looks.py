@@ -11,13 +11,12 @@ scored on the other, which it never saw. Seeds are disjoint per use (see ``SEEDS
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Iterator
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from training.parallel import map_studies
 from training.seg_data import SliceSet, prepare
 
 LOOKS = ("classic", "randomised")
@@ -55,7 +54,6 @@ def mixed(seeds: range | list[int], randomised_fraction: float) -> Iterator[tupl
 
 def _prepare_one(args: tuple[str, int, float]) -> tuple[torch.Tensor, torch.Tensor]:
     look, seed, fraction = args
-    torch.set_num_threads(1)
     source = mixed([seed], fraction) if look == "mixed" else studies(look, [seed])
     _, pixels, mask = next(iter(source))
     prepared = prepare(pixels, mask)
@@ -69,9 +67,4 @@ def prepared_studies(look: str, seeds: range | list[int], *, randomised_fraction
     if look not in (*LOOKS, "mixed"):
         raise ValueError(f"unknown phantom look {look!r}: use one of {', '.join((*LOOKS, 'mixed'))}")
     jobs = [(look, seed, randomised_fraction) for seed in seeds]
-    if processes <= 1:
-        parts = [_prepare_one(j) for j in tqdm(jobs, desc=desc, unit="study")]
-    else:
-        with multiprocessing.get_context("spawn").Pool(processes) as pool:
-            parts = list(tqdm(pool.imap(_prepare_one, jobs), total=len(jobs), desc=desc, unit="study"))
-    return [SliceSet(images, masks) for images, masks in parts]
+    return [SliceSet(images, masks) for images, masks in map_studies(_prepare_one, jobs, processes, desc)]

@@ -1,9 +1,11 @@
 """`spinenode train-classifier`: the 3D Inception-ResNet + SE classifier, its 10-fold CV, a
 held-out comparison with the radiomics model, and the shipped weights.
 
-Seeds: training studies 40000-... (single-phase and dynamic mixed), held-out studies 910000-...
-(never used for training or for the radiomics signatures). Cubes are cached (``--work``) so that
-CV and training can be re-run without regenerating phantoms.
+Seeds: training studies 40000-... of the classic look (single-phase and dynamic mixed) and
+60000-... of the domain-randomised look (single-phase; ``--randomised-studies``), held-out studies
+910000-... (classic) and 900000-... (randomised), never used for training or for the radiomics
+signatures. Cubes are cached (``--work``, named by the spine localiser's checksum, whose marrow
+reference they depend on) so that CV and training can be re-run without regenerating phantoms.
 
 Steps: (1) 10-fold stratified CV on the training studies (a fresh network per fold; ACC, PRE,
 REC, F1, AUC per fold -> mean and range, the analogue of the paper's Table 3); (2) the final
@@ -32,12 +34,14 @@ from models import weights
 from models.inception3d import InceptionResNet3D
 from pipeline.cube import CHANNELS
 from pipeline.volume import Volume
-from training.classifier_data import CubeSet, phantom_items, site_items
+from training.classifier_data import CubeSet, look_items, phantom_cubes, site_items
 from training.cv_metrics import binary_metrics, summarise
 from training.errors import TrainingDataError
 
 TRAIN_SEED = 40000
+RANDOMISED_TRAIN_SEED = 60000
 HELD_OUT_SEED = 910000
+RANDOMISED_HELD_OUT_SEED = 900000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +55,9 @@ class TrainConfig:
     threads: int = 0
     held_out_single: int = 60
     held_out_dynamic: int = 40
+    randomised_studies: int = 0
+    held_out_randomised: int = 0
+    processes: int = 1
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -122,29 +129,57 @@ def radiomics_probabilities(items: Iterable[tuple[str, Volume, np.ndarray, int]]
     return np.array(out)
 
 
+def reliability(y: np.ndarray, prob: np.ndarray, bins: int = 5) -> list[dict[str, Any]]:
+    """The reliability curve: per bin of predicted P(metastasis) (equal widths over [0, 1]), the
+    number of studies, their mean prediction and the observed share of metastases. A calibrated
+    model has the two close in every bin."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(prob, edges[1:-1]), 0, bins - 1)
+    return [{"bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}", "studies": int((which == b).sum()),
+             "mean_predicted": round(float(prob[which == b].mean()), 3),
+             "observed_metastasis": round(float(y[which == b].mean()), 3)}
+            for b in range(bins) if (which == b).any()]
+
+
+def _cache_tag() -> str:
+    """Cubes depend on normal marrow's level, hence on the spine localiser that finds the body."""
+    from pipeline.localiser import DEFAULT_LOCALISER
+
+    return f"c{len(CHANNELS)}-spine{weights.sha256_file(DEFAULT_LOCALISER)[:8]}"
+
+
+def cached_cubes(work: Path, look: str, seeds: range, *, phases: int | None = None, dynamic_fraction: float = 0.4,
+                 processes: int = 1, desc: str = "cubes") -> CubeSet:
+    cache = work / f"{look}-{seeds.start}-{len(seeds)}-p{phases}-d{dynamic_fraction}-{_cache_tag()}.npz"
+    if cache.exists():
+        return CubeSet.load(cache)
+    data = phantom_cubes(look, seeds, phases=phases, dynamic_fraction=dynamic_fraction, processes=processes,
+                         desc=desc)
+    data.save(cache)
+    return data
+
+
 def held_out(model: InceptionResNet3D, cfg: TrainConfig, work: Path, figure: Path | None) -> dict[str, Any]:
     """Classifier and radiomics model on held-out phantoms, per mode; ROC curves of both."""
     results: dict[str, Any] = {}
     curves = {}
-    sets = (("single", range(HELD_OUT_SEED, HELD_OUT_SEED + cfg.held_out_single), 1),
-            ("dynamic", range(HELD_OUT_SEED + 5000, HELD_OUT_SEED + 5000 + cfg.held_out_dynamic), None))
-    for mode, seeds, phases in sets:
+    sets = (("single", "classic", range(HELD_OUT_SEED, HELD_OUT_SEED + cfg.held_out_single), 1),
+            ("dynamic", "classic", range(HELD_OUT_SEED + 5000, HELD_OUT_SEED + 5000 + cfg.held_out_dynamic), None),
+            ("randomised", "randomised",
+             range(RANDOMISED_HELD_OUT_SEED, RANDOMISED_HELD_OUT_SEED + cfg.held_out_randomised), 1))
+    for mode, look, seeds, phases in sets:
         if not len(seeds):
             continue
-        cache = work / f"held-out-{mode}-{seeds.start}-{len(seeds)}-c{len(CHANNELS)}.npz"
-        if cache.exists():
-            data = CubeSet.load(cache)
-        else:
-            items = phantom_items(seeds, 1.0, phases)
-            data = CubeSet.build(items, total=len(seeds), desc=f"held-out {mode}")
-            data.save(cache)
+        data = cached_cubes(work, look, seeds, phases=phases, dynamic_fraction=1.0, processes=cfg.processes,
+                            desc=f"held-out {mode}")
         y = data.labels.numpy()
         t = time.perf_counter()
         prob = predict(model, data.cubes)
         per_study = (time.perf_counter() - t) / len(y)
-        rad = radiomics_probabilities(phantom_items(seeds, 1.0, phases))
-        results[mode] = {"studies": len(y), "seeds": f"{seeds.start}-{seeds.stop - 1}",
+        rad = radiomics_probabilities(look_items(look, seeds, phases, 1.0))
+        results[mode] = {"studies": len(y), "look": look, "seeds": f"{seeds.start}-{seeds.stop - 1}",
                          "classifier": binary_metrics(y, prob), "radiomics": binary_metrics(y, rad),
+                         "classifier_reliability": reliability(y, prob),
                          "classifier_s_per_study_batched": round(per_study, 4)}
         curves[mode] = (y, prob, rad)
     if figure is not None:
@@ -181,13 +216,21 @@ def load_training_set(cfg: TrainConfig, work: Path, data_dir: Path | None, label
             raise TrainingDataError("--data needs --labels (CSV: study_instance_uid,label)")
         items = site_items(data_dir, labels)
         return CubeSet.build(items, total=len(items), desc="site cubes")
-    cache = work / f"train-{TRAIN_SEED}-{cfg.studies}-c{len(CHANNELS)}.npz"
-    if cache.exists():
-        return CubeSet.load(cache)
-    seeds = range(TRAIN_SEED, TRAIN_SEED + cfg.studies)
-    data = CubeSet.build(phantom_items(seeds), total=len(seeds), desc="training cubes")
-    data.save(cache)
-    return data
+    parts = [cached_cubes(work, "classic", range(TRAIN_SEED, TRAIN_SEED + cfg.studies), processes=cfg.processes,
+                          desc="training cubes")]
+    if cfg.randomised_studies:
+        seeds = range(RANDOMISED_TRAIN_SEED, RANDOMISED_TRAIN_SEED + cfg.randomised_studies)
+        parts.append(cached_cubes(work, "randomised", seeds, processes=cfg.processes,
+                                  desc="randomised training cubes"))
+    return CubeSet.concat(parts)
+
+
+def _data_description(cfg: TrainConfig) -> str:
+    text = f"classic phantom seeds {TRAIN_SEED}-{TRAIN_SEED + cfg.studies - 1}"
+    if cfg.randomised_studies:
+        text += (f", randomised phantom seeds {RANDOMISED_TRAIN_SEED}-"
+                 f"{RANDOMISED_TRAIN_SEED + cfg.randomised_studies - 1}")
+    return text
 
 
 def train(cfg: TrainConfig, work: Path, out: Path | None, *, data_dir: Path | None = None, labels: Path | None = None,
@@ -200,8 +243,7 @@ def train(cfg: TrainConfig, work: Path, out: Path | None, *, data_dir: Path | No
     print(f"{len(data)} training studies: {int(data.labels.sum())} metastasis, "
           f"{int(data.dynamic.sum())} dynamic", flush=True)
     result: dict[str, Any] = {"config": asdict(cfg), "training_studies": len(data),
-                              "data": str(data_dir) if data_dir else f"phantom seeds {TRAIN_SEED}-"
-                                                                       f"{TRAIN_SEED + cfg.studies - 1}"}
+                              "data": str(data_dir) if data_dir else _data_description(cfg)}
     if not skip_cv:
         result["cv10"] = cross_validate(data, cfg)
     model = train_network(data, cfg, desc="final")

@@ -18,7 +18,10 @@ from pipeline.lesions import largest_component
 from pipeline.parameter_maps import with_marrow_reference
 from pipeline.radiomics import extract
 from pipeline.volume import Volume
+from training.errors import TrainingError
 from training.signature import cross_validate, fit
+
+RANDOMISED_SEED = 70000
 
 
 def lesion_features(volume: Volume, mask: np.ndarray) -> dict[str, float]:
@@ -32,7 +35,12 @@ def study_features(seed: int, phases: int) -> tuple[dict[str, float], int]:
     return lesion_features(study.volume(), study.mask), study.label
 
 
-def build_table(seeds: range, phases: int, cache: Path | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def build_table(seeds: range, phases: int, cache: Path | None, randomised: range = range(0)
+                ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Features of the classic look's ``seeds`` and (single-phase only) the randomised look's
+    ``randomised`` seeds."""
+    from training.classifier_data import randomised_items
+
     if cache is not None and cache.exists():
         data = np.load(cache, allow_pickle=False)
         return data["x"], data["y"], [str(n) for n in data["names"]]
@@ -40,6 +48,10 @@ def build_table(seeds: range, phases: int, cache: Path | None) -> tuple[np.ndarr
     for seed in tqdm(seeds, desc="radiomics", unit="study"):
         feats, label = study_features(seed, phases)
         rows.append(feats)
+        labels.append(label)
+    for _, volume, mask, label in tqdm(randomised_items(randomised), total=len(randomised),
+                                       desc="radiomics, randomised look", unit="study"):
+        rows.append(lesion_features(volume, mask))
         labels.append(label)
     names = sorted(rows[0])
     x = np.array([[r.get(n, np.nan) for n in names] for r in rows], dtype=np.float64)
@@ -50,12 +62,20 @@ def build_table(seeds: range, phases: int, cache: Path | None) -> tuple[np.ndarr
     return x, y, names
 
 
-def train(studies: int, seed: int, phases: int, out: Path, cache: Path | None, figure: Path | None) -> dict:
+def train(studies: int, seed: int, phases: int, out: Path, cache: Path | None, figure: Path | None,
+          randomised_studies: int = 0) -> dict:
+    """``randomised_studies`` (single-phase only) adds domain-randomised studies, seeds 70000-..."""
     mode = "single" if phases == 1 else "dynamic"
-    x, y, names = build_table(range(seed, seed + studies), phases, cache)
+    if randomised_studies and phases != 1:
+        raise TrainingError("the randomised look is single-phase: --randomised-studies needs --phases 1")
+    randomised = range(RANDOMISED_SEED, RANDOMISED_SEED + randomised_studies)
+    x, y, names = build_table(range(seed, seed + studies), phases, cache, randomised)
     cv = cross_validate(x, y, names, mode)
     signature = fit(x, y, names, mode)
-    signature.training = {"data": f"phantom seeds {seed}-{seed + studies - 1}, phases {phases}",
+    data = f"classic phantom seeds {seed}-{seed + studies - 1}, phases {phases}"
+    if randomised_studies:
+        data += f"; randomised phantom seeds {randomised.start}-{randomised.stop - 1}"
+    signature.training = {"data": data,
                           "studies": int(len(y)), "metastases": int(y.sum()), "features_extracted": len(names),
                           "cv10": cv["metrics"]}
     out.parent.mkdir(parents=True, exist_ok=True)

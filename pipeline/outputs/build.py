@@ -57,7 +57,8 @@ def build_results(analysis: Analysis) -> list[Dataset]:
     source = source_headers(analysis.volume)
     cls = analysis.classification
     identity = ResultIdentity(source_series_uid=analysis.volume.series_uid, unet_sha256=analysis.unet_sha256,
-                              classifier_sha256=None if cls is None else cls.sha256)
+                              classifier_sha256=None if cls is None else cls.sha256,
+                              localiser_sha256=analysis.region_growing.body.localiser_sha256)
     seg = build_seg(source, unet_mask=analysis.unet_mask, rg_mask=analysis.region_growing.mask, identity=identity)
     sr = build_measurement_sr(source, seg, analysis.lesions, lesion_segment=1,
                               agreement_dice=analysis.agreement_dice, identity=identity,

@@ -22,7 +22,9 @@ MODEL_NAME = "spinenode"
 # new content gets new UIDs (a PACS that keeps the first copy of a UID never hides it).
 # 2: the SR codes "indeterminate" with reasons when the plausibility checks fail; the key image's
 #    time of secondary capture is pinned like the other generated dates and times.
-OUTPUT_REVISION = 2
+# 3: the vertebral body comes from the spine localiser (its checksum among the software versions),
+#    the U-Net's lesions are those in the body, and a dynamic series' kinetics is checked.
+OUTPUT_REVISION = 3
 NOT_FOR_DIAGNOSIS = "NOT FOR DIAGNOSIS - research use only, models trained on synthetic phantoms"
 
 
@@ -38,6 +40,7 @@ class ResultIdentity:
     source_series_uid: str
     unet_sha256: str | None = None
     classifier_sha256: str | None = None
+    localiser_sha256: str | None = None
 
     @property
     def software_versions(self) -> tuple[str, ...]:
@@ -46,6 +49,8 @@ class ResultIdentity:
             versions.append(f"unet sha256 {self.unet_sha256[:16]}")
         if self.classifier_sha256:
             versions.append(f"classifier sha256 {self.classifier_sha256[:16]}")
+        if self.localiser_sha256:
+            versions.append(f"spine localiser sha256 {self.localiser_sha256[:16]}")
         return tuple(versions)
 
     @property

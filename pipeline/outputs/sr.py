@@ -45,6 +45,8 @@ INDETERMINATE_REASONS = {
                                                     "Classifier probability in the uncertain band"),
     IndeterminateReason.MODELS_DISAGREE: Code("MODELS_DISAGREE", SCHEME,
                                               "3D classifier and radiomics model disagree"),
+    IndeterminateReason.KINETICS_DISAGREE: Code("KINETICS_DISAGREE", SCHEME,
+                                                "Lesion time-intensity curve contradicts the class"),
 }
 INTENDED_USE = Code("INTENDED_USE", SCHEME, "Intended use")
 RESEARCH_ONLY = Code("RESEARCH_ONLY", SCHEME, "Research use only, not for diagnostic use")

@@ -41,6 +41,20 @@ def test_training_and_cross_validation_run_on_tiny_inputs(tiny_set: CubeSet, tmp
     assert torch.equal(again.cubes, tiny_set.cubes) and again.names == tiny_set.names
 
 
+def test_randomised_cubes_join_the_classic_ones(tiny_set: CubeSet) -> None:
+    """The randomised look's studies become cubes the same way (made in a worker process here), and
+    the training set is the concatenation of both looks."""
+    from training.classifier_data import phantom_cubes
+
+    randomised = phantom_cubes("randomised", range(60000, 60002), processes=2)
+    assert tuple(randomised.cubes.shape) == (2, 5, 12, 64, 64) and randomised.names == ["randomised-60000",
+                                                                                         "randomised-60001"]
+    assert not bool(randomised.dynamic.any()) and bool((randomised.cubes[:, 4].float().amax(dim=(1, 2, 3)) == 1).all())
+    both = CubeSet.concat([tiny_set, randomised])
+    assert len(both) == 8 and both.names[-1] == "randomised-60001"
+    assert torch.equal(both.labels[6:], randomised.labels) and torch.equal(both.cubes[:6], tiny_set.cubes)
+
+
 def test_label_file_is_checked(tmp_path: Path) -> None:
     good = tmp_path / "labels.csv"
     good.write_text("study_instance_uid,label\n# a comment\n1.2.3,metastasis\n1.2.4, Primary\n")
@@ -77,3 +91,15 @@ def test_shipped_classifier_separates_held_out_phantoms() -> None:
     prob = np.array([classifier.probability(c.float().numpy()) for c in data.cubes])
     correct = ((prob >= 0.5) == data.labels.numpy().astype(bool)).sum()
     assert correct >= 8, (prob, data.labels)
+
+
+def test_reliability_bins_compare_prediction_with_outcome() -> None:
+    from training.train_classifier import reliability
+
+    y = np.array([0, 0, 1, 1, 1, 0])
+    prob = np.array([0.05, 0.15, 0.95, 0.85, 0.5, 0.45])
+    curve = reliability(y, prob)
+    assert [b["bin"] for b in curve] == ["0.0-0.2", "0.4-0.6", "0.8-1.0"]
+    assert [b["studies"] for b in curve] == [2, 2, 2]
+    assert curve[0] == {"bin": "0.0-0.2", "studies": 2, "mean_predicted": 0.1, "observed_metastasis": 0.0}
+    assert curve[1]["observed_metastasis"] == 0.5 and curve[2]["mean_predicted"] == 0.9

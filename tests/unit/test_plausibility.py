@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.plausibility import IndeterminateReason, Limits, Verdict, assess, inside_fraction
+from pipeline.plausibility import IndeterminateReason, Limits, Verdict, assess, inside_fraction, keep_in_body, washout
 
 GOOD = {"inside_body": 1.0, "peak_enhancement": 2.0, "agreement_dice": 0.8, "p_classifier": 0.9, "p_radiomics": 0.8}
 
@@ -23,6 +23,8 @@ def test_a_plausible_study_gets_its_class() -> None:
     ({"p_classifier": 0.69, "p_radiomics": 0.9}, IndeterminateReason.PROBABILITY_UNCERTAIN),
     ({"p_classifier": 0.31, "p_radiomics": 0.1}, IndeterminateReason.PROBABILITY_UNCERTAIN),
     ({"p_radiomics": 0.49}, IndeterminateReason.MODELS_DISAGREE),
+    ({"washout_fraction": 0.049}, IndeterminateReason.KINETICS_DISAGREE),
+    ({"p_classifier": 0.1, "p_radiomics": 0.2, "washout_fraction": 0.05}, IndeterminateReason.KINETICS_DISAGREE),
 ])
 def test_each_failed_check_makes_it_indeterminate(change: dict, reason: IndeterminateReason) -> None:
     verdict = assess(**GOOD | change)
@@ -41,10 +43,48 @@ def test_limits_are_inclusive_where_the_specification_is() -> None:
 
 def test_no_agreement_or_radiomics_is_not_held_against_the_study() -> None:
     assert assess(**GOOD | {"agreement_dice": None, "p_radiomics": None}) == Verdict(True, ())
+    assert assess(**GOOD | {"washout_fraction": None}) == Verdict(True, ())
+
+
+def test_kinetics_agree_with_each_class() -> None:
+    assert assess(**GOOD | {"washout_fraction": 0.05}) == Verdict(True, ())
+    assert assess(**GOOD | {"p_classifier": 0.1, "p_radiomics": 0.2, "washout_fraction": 0.049}) == Verdict(False, ())
+
+
+def test_washout_from_the_lesion_mean_curve() -> None:
+    """Pre 100, then 200, 300 (peak enhancement 2.0), 250 (1.5): a quarter washed out; a rising
+    curve has none; single-phase or two-phase series have no curve to judge."""
+    lesion = np.zeros((2, 4, 4), dtype=bool)
+    lesion[1, 1:3, 1:3] = True
+    pixels = np.zeros((4, 2, 4, 4), dtype=np.float32)
+    for k, value in enumerate((100, 200, 300, 250)):
+        pixels[k][lesion] = value
+    assert washout(pixels, lesion) == pytest.approx(0.25)
+    rising = pixels.copy()
+    rising[3][lesion] = 400
+    assert washout(rising, lesion) == pytest.approx(0.0)
+    assert washout(pixels[:2], lesion) is None and washout(pixels[:1], lesion) is None
+    flat = np.full_like(pixels, 100.0)
+    assert washout(flat, lesion) is None and washout(pixels, np.zeros_like(lesion)) is None
+
+
+def test_keep_in_body_drops_what_lies_outside() -> None:
+    body = np.zeros((2, 40, 40), dtype=bool)
+    body[:, 10:20, 10:20] = True
+    mask = np.zeros_like(body)
+    mask[:, 12:16, 12:16] = True  # inside
+    mask[:, 30:34, 30:34] = True  # 10 mm away at 1 mm pixels: outside the 5 mm margin
+    mask[:, 12:16, 18:26] = True  # straddles the edge: 6 of 8 columns within 5 mm -> kept
+    kept = keep_in_body(mask, body, (1.0, 1.0))
+    assert kept[:, 12:16, 12:16].all() and kept[:, 12:16, 18:24].all() and not kept[:, 30:34, 30:34].any()
+    outside = np.zeros_like(body)
+    outside[:, 30:34, 30:34] = True
+    assert (keep_in_body(outside, body, (1.0, 1.0)) == outside).all()  # nothing qualifies: mask kept whole
 
 
 def test_several_reasons_are_all_reported() -> None:
-    verdict = assess(inside_body=0.0, peak_enhancement=1.0, agreement_dice=0.0, p_classifier=0.5, p_radiomics=0.0)
+    verdict = assess(inside_body=0.0, peak_enhancement=1.0, agreement_dice=0.0, p_classifier=0.5, p_radiomics=0.0,
+                     washout_fraction=0.0)
     assert verdict.reasons == tuple(IndeterminateReason)  # every check failed, reported in this order
 
 

@@ -108,3 +108,18 @@ def test_too_few_studies_per_class_is_a_training_error(tmp_path: Path, capsys: p
     assert main(argv) == 2
     assert "at least 10 studies of each class" in capsys.readouterr().err
     assert not (tmp_path / "sig.json").exists()
+
+
+def test_feature_table_takes_both_looks(tmp_path: Path) -> None:
+    """Classic studies first, then the randomised look's, the same features for each; the
+    randomised look is single-phase only."""
+    from training.errors import TrainingError
+    from training.train_radiomics import build_table, train
+
+    x, y, names = build_table(range(30000, 30001), 1, tmp_path / "t.npz", range(70000, 70002))
+    assert x.shape == (3, len(names)) and len(names) == 1316 and np.isfinite(x).mean() > 0.95
+    assert set(y.tolist()) <= {0, 1}
+    again = build_table(range(0), 1, tmp_path / "t.npz")  # read back from the cache
+    assert np.array_equal(again[0], x, equal_nan=True)
+    with pytest.raises(TrainingError, match="single-phase"):
+        train(10, 40000, 5, tmp_path / "sig.json", None, None, randomised_studies=2)

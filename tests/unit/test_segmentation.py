@@ -59,3 +59,30 @@ def test_lesion_volume_and_diameter_in_millimetres() -> None:
 
 def test_max_diameter_of_a_line() -> None:
     assert max_diameter(np.array([[0, 0, 0], [3, 4, 0], [1, 1, 0]], dtype=float)) == pytest.approx(5.0)
+
+
+def test_hd95_in_millimetres_and_empty_masks() -> None:
+    from training.evaluate_seg import hd95_mm
+
+    truth = np.zeros((3, 50, 50), dtype=bool)
+    truth[1, 10:20, 10:20] = True
+    shifted = np.zeros_like(truth)
+    shifted[1, 12:22, 10:20] = True  # two rows of 0.5 mm
+    assert hd95_mm(shifted, truth, (3.0, 0.5, 0.5)) == pytest.approx(1.0)
+    assert hd95_mm(truth, truth, (3.0, 0.5, 0.5)) == 0.0
+    assert np.isnan(hd95_mm(np.zeros_like(truth), truth, (3.0, 0.5, 0.5)))
+
+
+def test_evaluate_seg_writes_every_metric(tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    from training.evaluate_seg import evaluate
+
+    result = evaluate(1, tmp_path, look="randomised", precision="fp32")
+    row = result["rows"][0]
+    for method in ("unet", "region_growing"):
+        assert 0.0 <= row[f"{method}_dice"] <= 1.0 and f"{method}_hd95_mm" in row
+    summary = json.loads((tmp_path / "segmentation_summary.json").read_text())
+    assert summary["unet_dice"]["mean"] == pytest.approx(row["unet_dice"])
+    assert "HD95 (mm)" in (tmp_path / "segmentation_table.md").read_text()
+    assert (tmp_path / "segmentation.png").stat().st_size > 10_000
