@@ -186,26 +186,59 @@ class SenderConfig:
             raise ConfigError(f"sender.retry_max_s = {self.retry_max_s!r} must be >= sender.retry_base_s")
 
 
+DESTINATION_KINDS = ("dimse", "dicomweb")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Destination:
+    """Where results go: ``kind = "dimse"`` (C-STORE to ae_title@host:port, optionally over TLS) or
+    ``kind = "dicomweb"`` (STOW-RS to ``url``, optionally with HTTP basic authentication)."""
+
     name: str
-    ae_title: str
-    host: str
-    port: int
+    kind: str = "dimse"
+    ae_title: str = ""
+    host: str = ""
+    port: int = 0
     tls: bool = False  # verify the PACS's certificate and host name
     tls_ca_certificates: str = ""  # PEM CA bundle for the PACS's certificate (default: the system's)
     tls_certificate: str = ""  # optional client certificate (mutual TLS)
     tls_private_key: str = ""
+    url: str = ""  # dicomweb: the DICOMweb base, e.g. "http://pacs:8042/dicom-web" (STOW-RS: url + /studies)
+    username: str = ""  # dicomweb: HTTP basic authentication
+    password: str = field(default="", repr=False)  # never in a repr or a log line
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ConfigError("destinations.name must not be empty")
-        _check_ae(f"destinations[{self.name}].ae_title", self.ae_title)
-        _check_port(f"destinations[{self.name}].port", self.port)
+        where = f"destinations[{self.name}]"
+        if self.kind not in DESTINATION_KINDS:
+            raise ConfigError(f"{where}.kind = {self.kind!r}: use one of {', '.join(DESTINATION_KINDS)}")
+        if self.kind == "dicomweb":
+            self._check_dicomweb(where)
+            return
+        _check_ae(f"{where}.ae_title", self.ae_title)
+        if not self.host:
+            raise ConfigError(f"{where}.host must not be empty")
+        _check_port(f"{where}.port", self.port)
+        if self.port == 0:
+            raise ConfigError(f"{where}.port = 0: give the PACS's DICOM port")
+        if self.url or self.username:
+            raise ConfigError(f"{where}: url, username and password are for kind = \"dicomweb\"")
         if not self.tls and (self.tls_ca_certificates or self.tls_certificate):
-            raise ConfigError(f"destinations[{self.name}]: TLS files are set but tls = false")
-        _check_tls(f"destinations[{self.name}]", self.tls_certificate, self.tls_private_key,
-                   self.tls_ca_certificates, needs_certificate=False)
+            raise ConfigError(f"{where}: TLS files are set but tls = false")
+        _check_tls(where, self.tls_certificate, self.tls_private_key, self.tls_ca_certificates, needs_certificate=False)
+
+    def _check_dicomweb(self, where: str) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.url = {self.url!r}: kind = \"dicomweb\" needs an http:// or https:// URL")
+        if self.ae_title or self.host or self.port or self.tls or self.tls_certificate:
+            raise ConfigError(f"{where}: ae_title, host, port, tls and tls_certificate are for kind = \"dimse\"; "
+                              "a DICOMweb destination has a url (https:// for TLS)")
+        if bool(self.username) != bool(self.password):
+            raise ConfigError(f"{where}.username and password go together: set both or neither")
+        if self.tls_ca_certificates and not self.url.startswith("https://"):
+            raise ConfigError(f"{where}.tls_ca_certificates is set but the url is not https://")
+        _check_tls(where, "", "", self.tls_ca_certificates, needs_certificate=False)
 
 
 @dataclass(frozen=True, kw_only=True)

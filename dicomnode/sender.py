@@ -1,7 +1,8 @@
-"""The sender: C-STOREs outbox items to their destinations, retries, dead-letters.
+"""The sender: C-STOREs (or STOW-RS) outbox items to their destinations, retries, dead-letters.
 
 Items due for a destination go over one association that proposes only their SOP classes and
-transfer syntaxes. A success (0x0000) or warning (0xB000-0xBFFF) status marks an item sent; a
+transfer syntaxes, or in one STOW-RS request for a DICOMweb destination (``dicomnode.stow``,
+whose answer maps onto the same statuses). A success (0x0000) or warning (0xB000-0xBFFF) status marks an item sent; a
 failure status or no association schedules a retry with exponential backoff; after
 ``sender.max_attempts`` the item is dead (visible in ``spinenode status``; ``spinenode resend``
 queues it again).
@@ -22,6 +23,7 @@ from dicomnode.errors import NodeError
 from dicomnode.logs import get_logger
 from dicomnode.retry import RetryPolicy
 from dicomnode.scu import send_files
+from dicomnode.stow import send_stow
 from dicomnode.tls import client_context
 
 log = get_logger(__name__)
@@ -73,8 +75,11 @@ class Sender:
     def _send(self, dest: Destination, items: list[OutboxItem]) -> int:
         paths = [self.cfg.data_dir / i.path for i in items]
         try:
-            results = send_files(paths, dest.ae_title, dest.host, dest.port, calling_ae=self.cfg.node.ae_title,
-                                 ssl_context=client_context(dest))
+            if dest.kind == "dicomweb":
+                results = send_stow(paths, dest)
+            else:
+                results = send_files(paths, dest.ae_title, dest.host, dest.port, calling_ae=self.cfg.node.ae_title,
+                                     ssl_context=client_context(dest))
         except (NodeError, OSError) as exc:
             self._failed(items, str(exc))
             log.warning("send_failed", destination=dest.name, items=len(items), error=str(exc))

@@ -1,4 +1,8 @@
-"""The node's HTTP side: ``/healthz`` and ``/metrics``, a Starlette app served by uvicorn in `serve`.
+"""The node's HTTP side: the status page ``/``, ``/healthz`` and ``/metrics``, a Starlette app
+served by uvicorn in `serve`.
+
+``/`` is the status page (``dicomnode.dashboard``), with the key image of a finished job at
+``/jobs/<id>/key.png``.
 
 ``/healthz`` answers 200 only when the parts that do the work work, each checked for real:
 
@@ -12,7 +16,7 @@
 Otherwise 503, and the body names what failed and why. ``/metrics`` is Prometheus' text format
 (``dicomnode.metrics``). Loopback only by default; on any other address HTTP basic authentication
 with ``http.username`` and ``http.password`` is required (the configuration refuses to start
-without them). Neither endpoint shows patient identifiers.
+without them). No endpoint shows patient identifiers.
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from dicomnode import dashboard
 from dicomnode.config import Config
 from dicomnode.db import Job
 from dicomnode.errors import NodeError
@@ -140,7 +145,17 @@ def make_app(cfg: Config, sessions: sessionmaker, checks: HealthChecks) -> Starl
     def metrics(request: Request) -> Response:
         return Response(generate_latest(REGISTRY) + generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    routes = [Route("/healthz", _guarded(cfg, healthz)), Route("/metrics", _guarded(cfg, metrics))]
+    def page(request: Request) -> Response:
+        return HTMLResponse(dashboard.render(cfg, sessions, checks.scp_port))
+
+    def key_image(request: Request) -> Response:
+        png = dashboard.key_image_png(cfg, sessions, int(request.path_params["job_id"]))
+        if png is None:
+            return Response("this job made no key image", status_code=404, media_type="text/plain")
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    routes = [Route("/", _guarded(cfg, page)), Route("/jobs/{job_id:int}/key.png", _guarded(cfg, key_image)),
+              Route("/healthz", _guarded(cfg, healthz)), Route("/metrics", _guarded(cfg, metrics))]
     return Starlette(routes=routes)
 
 

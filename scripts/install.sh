@@ -11,8 +11,10 @@ extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
 
 debs=(dcmtk dicom3tools orthanc libtcmalloc-minimal4 openssl)
-# the tests start their own PostgreSQL server (tests/integration/test_postgresql.py)
-[ -n "$extras" ] && debs+=(postgresql)
+# the tests start their own PostgreSQL server (tests/integration/test_postgresql.py) and load the
+# status page in headless Chromium (tests/acceptance/test_status_page.py); Orthanc's DICOMweb plugin
+# takes the STOW-RS results (tests/acceptance/test_orthanc_routing.py)
+[ -n "$extras" ] && debs+=(postgresql chromium fonts-dejavu-core orthanc-dicomweb)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -52,7 +52,7 @@ def test_metrics_count_what_the_node_received_and_did(node_factory, series_files
     node = node_factory()
     before = metric(get(node, "/metrics")[1], 'spinenode_instances_received_total{status="0x0000"}')
     assert send(node, series_files(101)) == [0] * 12
-    wait_for(lambda: job_done(node))
+    wait_for(lambda: job_done(node), timeout=120)
     status, text = get(node, "/metrics")
     assert status == 200
     assert metric(text, 'spinenode_instances_received_total{status="0x0000"}') == before + 12
@@ -94,3 +94,55 @@ def test_off_loopback_the_http_side_needs_credentials(node_factory) -> None:  # 
 def test_the_http_side_can_be_turned_off(node_factory, tmp_path: Path) -> None:  # noqa: ANN001
     node = node_factory(http={"enabled": False})
     assert node.http_port == 0 and not (node.cfg.data_dir / "run" / "http.port").exists()
+
+
+def test_status_page_shows_the_job_its_timings_and_its_key_image(node_factory, series_files) -> None:  # noqa: ANN001
+    """The page a PACS administrator opens: counts, the finished job with its finding and stage
+    timings, and the key image it made (a PNG of the key image's pixels); no patient identifiers."""
+    import io
+
+    import pydicom
+    from PIL import Image
+
+    from tests.integration.test_node import job_done, send
+
+    node = node_factory()
+    status, page = get(node, "/")
+    assert status == 200 and "no jobs yet" in page and "no finished job yet" in page
+    assert send(node, series_files(101)) == [0] * 12
+    wait_for(lambda: job_done(node), timeout=120)
+    status, page = get(node, "/")
+    assert status == 200 and '<meta http-equiv="refresh"' in page
+    assert f"<code>SPINENODE</code> on port {node.port}" in page
+    assert "instances</b>12" in page and "done 1" in page
+    assert 'class="state-done">done' in page and "P(metastasis)" in page
+    assert "unet " in page and "region_growing " in page  # stage timings
+    assert 'src="jobs/1/key.png"' in page
+    assert "PHANTOM" not in page and "PH0000" not in page and "1919" not in page  # no patient identifiers
+    request = urllib.request.Request(f"http://127.0.0.1:{node.http_port}/jobs/1/key.png")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["Content-Type"] == "image/png"
+        png = Image.open(io.BytesIO(response.read()))
+    with node.sessions() as session:
+        from dicomnode.db import Job
+
+        result = session.get(Job, 1).result
+    key = next(o for o in result["outputs"] if o["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.7")
+    ds = pydicom.dcmread(node.cfg.data_dir / key["path"])
+    assert png.size == (ds.Columns, ds.Rows) and png.mode == "RGB"
+    assert get(node, "/jobs/999/key.png")[0] == 404
+
+
+def test_status_page_escapes_what_it_shows(node_factory) -> None:  # noqa: ANN001
+    """A reason text from the database is shown as text, never as markup."""
+    from dicomnode import dashboard
+    from dicomnode.db import Job, JobKind, JobState, Series, SeriesState, Study
+
+    node = node_factory(worker={"workers": 0})
+    with node.sessions.begin() as session:
+        study = Study(study_uid="1.2")
+        series = Series(series_uid="1.2.3", study=study, state=SeriesState.COMPLETE)
+        session.add_all([study, series, Job(series=series, kind=JobKind.ANALYSE, state=JobState.DEAD, attempts=3,
+                                            max_attempts=3, last_error="<script>alert(1)</script>")])
+    page = dashboard.render(node.cfg, node.sessions)
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page

@@ -55,6 +55,18 @@ def test_environment_overrides(tmp_path: Path) -> None:
     ("[[destinations]]\nname = \"a\"\nae_title = \"X\"\nhost = \"h\"\nport = 1\n"
      "[[destinations]]\nname = \"a\"\nae_title = \"Y\"\nhost = \"h\"\nport = 2\n", ["unique"]),
     ("[node\n", ["not valid TOML"]),
+    ("[[destinations]]\nname = \"a\"\nkind = \"ftp\"\n", ["destinations[a].kind", "'ftp'", "dimse, dicomweb"]),
+    ("[[destinations]]\nname = \"a\"\nae_title = \"X\"\nport = 104\n", ["destinations[a].host", "empty"]),
+    ("[[destinations]]\nname = \"a\"\nae_title = \"X\"\nhost = \"h\"\n", ["destinations[a].port = 0"]),
+    ("[[destinations]]\nname = \"a\"\nae_title = \"X\"\nhost = \"h\"\nport = 1\nurl = \"http://x\"\n",
+     ["url", "dicomweb"]),
+    ("[[destinations]]\nname = \"w\"\nkind = \"dicomweb\"\nurl = \"pacs:8042\"\n", ["destinations[w].url", "http://"]),
+    ("[[destinations]]\nname = \"w\"\nkind = \"dicomweb\"\nurl = \"http://p\"\nport = 104\n",
+     ["ae_title, host, port", "dimse"]),
+    ("[[destinations]]\nname = \"w\"\nkind = \"dicomweb\"\nurl = \"http://p\"\nusername = \"u\"\n",
+     ["username and password"]),
+    ("[[destinations]]\nname = \"w\"\nkind = \"dicomweb\"\nurl = \"http://p\"\ntls_ca_certificates = \"ca.pem\"\n",
+     ["not https://"]),
 ])
 def test_errors_name_the_key_the_value_and_what_is_accepted(tmp_path: Path, text: str, names: list[str]) -> None:
     with pytest.raises(ConfigError) as info:
@@ -98,3 +110,12 @@ def test_the_database_follows_data_dir_unless_given(tmp_path: Path) -> None:
     given = load_config(REPO / "config.toml", environ={"SPINENODE_NODE_DATA_DIR": str(tmp_path / "elsewhere"),
                                                         "SPINENODE_DATABASE_URL": "postgresql://u@h/db"})
     assert given.database.url == "postgresql://u@h/db"
+
+
+def test_a_dicomweb_destination(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, '[[destinations]]\nname = "cloud"\nkind = "dicomweb"\n'
+                                      'url = "https://pacs.example/dicom-web"\nusername = "u"\npassword = "p"\n'),
+                      environ={})
+    (dest,) = cfg.destinations
+    assert (dest.kind, dest.url, dest.username, dest.ae_title, dest.port) == (
+        "dicomweb", "https://pacs.example/dicom-web", "u", "", 0)

@@ -105,3 +105,10 @@ def test_inside_fraction_counts_the_margin_in_millimetres() -> None:
     assert inside_fraction(lesion, body, (2.0, 2.0), margin_mm=4.0) == 0.5  # 2 px of margin reach row 21 only
     assert inside_fraction(np.zeros_like(body), body, (1.0, 1.0), margin_mm=5.0) == 0.0
     assert inside_fraction(lesion, np.zeros_like(body), (1.0, 1.0), margin_mm=5.0) == 0.0
+
+
+def test_every_reason_has_a_code_in_the_sr() -> None:
+    from pipeline.outputs.sr import INDETERMINATE_REASONS
+
+    assert set(INDETERMINATE_REASONS) == set(IndeterminateReason)
+    assert len({c.value for c in INDETERMINATE_REASONS.values()}) == len(IndeterminateReason)

@@ -1,0 +1,79 @@
+"""Results by DICOMweb STOW-RS into a real Orthanc (Debian's orthanc-dicomweb plugin): the node
+as a subprocess sends SEG, SR and key image over HTTP; wrong credentials keep the results queued
+with the archive's answer as the error, never lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from tests.acceptance.orthanc import PASSWORD, USER, free_port, start_orthanc
+from tests.conftest import require_tool, wait_for, write_config
+
+pytestmark = pytest.mark.acceptance
+RESULT_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.7"}
+
+
+def _status(config: Path) -> dict:
+    out = subprocess.run([sys.executable, "-m", "dicomnode", "status", "--config", str(config), "--json"],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_results_reach_orthanc_by_stow_rs(tmp_path: Path, phantom_dir: Path) -> None:
+    assert Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so").exists(), \
+        "orthanc-dicomweb is not installed: run scripts/install.sh --test"
+    orthanc = start_orthanc(tmp_path, free_port())
+    node, log = None, (tmp_path / "serve.log").open("w")
+    try:
+        assert orthanc.get("/plugins") and "dicom-web" in orthanc.get("/plugins")  # type: ignore[operator]
+        url = f"http://127.0.0.1:{orthanc.http_port}/dicom-web"
+        config = write_config(tmp_path, sender={"retry_base_s": 0.3, "retry_max_s": 1.0, "poll_interval_s": 0.2})
+        with config.open("a") as fh:
+            fh.write(f'[[destinations]]\nname = "archive"\nkind = "dicomweb"\nurl = "{url}"\n'
+                     f'username = "{USER}"\npassword = "{PASSWORD}"\n'
+                     f'[[destinations]]\nname = "wrong-password"\nkind = "dicomweb"\nurl = "{url}"\n'
+                     f'username = "{USER}"\npassword = "not-the-password"\n')
+        node = subprocess.Popen([sys.executable, "-m", "dicomnode", "serve", "--config", str(config)], stdout=log,
+                                stderr=subprocess.STDOUT, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+        port_file = tmp_path / "var" / "run" / "scp.port"
+        wait_for(lambda: port_file.exists() and port_file.read_text().strip(), timeout=60)
+        folder = phantom_dir / "study_103" / "series"
+        run = subprocess.run([require_tool("storescu"), "-aec", "SPINENODE", "+sd", "127.0.0.1",
+                              port_file.read_text().strip(), str(folder)], capture_output=True, text=True,
+                             timeout=120, check=False)
+        assert run.returncode == 0, run.stderr
+        source = pydicom.dcmread(next(folder.glob("*.dcm")), stop_before_pixels=True)
+
+        def stored() -> list[dict]:
+            return [orthanc.get(f"/instances/{i}/tags?simplify") for i in orthanc.get("/instances")]  # type: ignore[union-attr]
+
+        found = wait_for(lambda: (s := stored()) and {t["SOPClassUID"] for t in s} >= RESULT_CLASSES and s,
+                         timeout=180)
+        assert all(t["StudyInstanceUID"] == source.StudyInstanceUID and t["PatientID"] == source.PatientID
+                   for t in found)
+        report = wait_for(lambda: (r := _status(config))["outbox"]["sent"] == 3 and r, timeout=60)
+        assert report["outbox"]["dead"] == 0 and report["outbox"]["pending"] == 3  # the wrong-password copies
+        with_errors = _pending_errors(tmp_path / "var" / "spinenode.db")
+        assert with_errors and all("HTTP 401" in e for e in with_errors)
+    finally:
+        if node is not None and node.poll() is None:
+            node.send_signal(signal.SIGTERM)
+            node.wait(30)
+        log.close()
+        orthanc.stop()
+
+
+def _pending_errors(db: Path) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT last_error FROM outbox WHERE destination = 'wrong-password'").fetchall()
+    return [r[0] or "" for r in rows]
