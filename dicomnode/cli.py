@@ -95,7 +95,8 @@ def _add_train_unet(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, default=None, help="folder of DICOM series + SEG instead of phantoms")
     p.add_argument("--resume", action="store_true")
     for name, default in (("epochs", 8), ("steps-per-epoch", 250), ("batch", 8), ("crop", 192),
-                          ("train-studies", 192), ("val-studies", 8), ("seed", 0), ("threads", 0)):
+                          ("train-studies", 192), ("train-seed", 10000), ("val-studies", 8), ("seed", 0),
+                          ("threads", 0)):
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--fp32", action="store_true", help="train in fp32 instead of bf16 autocast")
@@ -209,7 +210,7 @@ def _cmd_train_unet(args: argparse.Namespace) -> int:
     from training.train_unet import TrainConfig, train
 
     cfg = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch=args.batch,
-                      crop=args.crop, lr=args.lr, train_studies=args.train_studies,
+                      crop=args.crop, lr=args.lr, train_studies=args.train_studies, train_seed=args.train_seed,
                       val_studies=args.val_studies, seed=args.seed, threads=args.threads, bf16=not args.fp32,
                       look=args.look, randomised_fraction=args.randomised_fraction, processes=args.processes,
                       device=args.device, init=None if args.init is None else str(args.init))

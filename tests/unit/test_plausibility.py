@@ -112,3 +112,57 @@ def test_every_reason_has_a_code_in_the_sr() -> None:
 
     assert set(INDETERMINATE_REASONS) == set(IndeterminateReason)
     assert len({c.value for c in INDETERMINATE_REASONS.values()}) == len(IndeterminateReason)
+
+
+def test_washout_sees_a_peak_in_the_first_post_contrast_phase() -> None:
+    """Pre 100, then 300 (peak, first post-contrast phase), 250, 200: half the peak enhancement is
+    gone by the last phase; three phases (two post-contrast) are enough to judge."""
+    lesion = np.ones((1, 2, 2), dtype=bool)
+    pixels = np.stack([np.full((1, 2, 2), v, dtype=np.float32) for v in (100, 300, 250, 200)])
+    assert washout(pixels, lesion) == pytest.approx(0.5)
+    assert washout(pixels[:3], lesion) == pytest.approx(0.25)
+
+
+def test_verdict_summaries() -> None:
+    assert Verdict(True, ()).summary() == {"finding": "metastasis", "reasons": []}
+    assert Verdict(False, ()).summary() == {"finding": "primary", "reasons": []}
+    assert not Verdict(False, ()).indeterminate and Verdict(None, (IndeterminateReason.ENHANCEMENT_IMPLAUSIBLE,)).indeterminate
+
+
+def test_uncertain_band_may_reach_the_ends() -> None:
+    assert Limits(uncertain_low=0.0, uncertain_high=1.0).uncertain_low == 0.0
+    assert Limits(uncertain_low=0.5, uncertain_high=0.5).uncertain_high == 0.5
+    with pytest.raises(ValueError, match="uncertain band"):
+        Limits(uncertain_high=1.01)
+    with pytest.raises(ValueError, match="uncertain band"):
+        Limits(uncertain_low=-0.01)
+
+
+def test_margin_is_in_millimetres_along_each_axis() -> None:
+    """Rows 0.5 mm, columns 1 mm: 5 mm is 10 rows but 5 columns."""
+    from pipeline.plausibility import grown_body
+
+    body = np.zeros((1, 41, 41), dtype=bool)
+    body[0, 20, 20] = True
+    grown = grown_body(body, (0.5, 1.0), 5.0)
+    assert grown[0, 10, 20] and not grown[0, 9, 20] and grown[0, 30, 20] and not grown[0, 31, 20]
+    assert grown[0, 20, 15] and not grown[0, 20, 14] and grown[0, 20, 25] and not grown[0, 20, 26]
+    assert grown.sum() == 159  # the ellipse's pixels (rows +-10, columns +-5)
+    assert not grown_body(np.zeros_like(body), (0.5, 1.0), 5.0).any()
+
+
+def test_keep_in_body_judges_each_connected_lesion() -> None:
+    """In-plane diagonal neighbours belong to one lesion (8-connectivity), judged as a whole;
+    lesions of different sizes are each judged by their own share inside."""
+    body = np.zeros((1, 60, 60), dtype=bool)
+    body[0, 10:30, 10:30] = True
+    mask = np.zeros_like(body)
+    mask[0, 20:28, 20:28] = True  # 64 px inside
+    mask[0, 28, 28] = mask[0, 29, 29] = True  # diagonal tail, inside
+    mask[0, 36:40, 36:40] = True  # a separate 16 px lesion, outside the 5 mm margin
+    mask[0, 45:47, 45:47] = True  # a small one far outside
+    mask[0, 12:14, 31:52] = True  # 42 px, 14 of them within the margin: a third inside, dropped
+    kept = keep_in_body(mask, body, (1.0, 1.0))
+    assert kept[0, 20:28, 20:28].all() and kept[0, 29, 29]
+    assert not kept[0, 36:40, 36:40].any() and not kept[0, 45:47, 45:47].any() and not kept[0, 12:14, 31:52].any()
+    assert kept.sum() == 66
