@@ -10,9 +10,10 @@ back is scored against the truth: Dice of each SEG segment (1 U-Net, 2 region gr
 truth mask, the coded finding of the SR (bony metastasis, primary malignant neoplasm of bone, or
 indeterminate), the classifier's and the radiomics model's P(metastasis). Printed: per case, then
 mean Dice, AUC of each probability, coverage (share of studies with a coded diagnosis) and the
-number of wrong coded diagnoses. ``--direct`` scores only a U-Net's segmentation (the shipped
-weights or ``--weights``), loading each series in this process: a quick check of candidate weights
-before they are shipped. Validation only: never train or tune on these cases.
+number of wrong coded diagnoses. ``--direct`` scores only a U-Net's segmentation as the node
+reports it (the shipped weights or ``--weights``; its lesions in the located vertebral body),
+loading each series in this process: a quick check of candidate weights before they are shipped.
+Validation only: never train or tune on these cases.
 """
 
 from __future__ import annotations
@@ -176,8 +177,11 @@ def _wait(pacs: ResultPacs, study_uid: str, timeout_s: float) -> list[pydicom.Da
 
 
 def direct(cases: list[Path], weights: Path | None) -> list[dict[str, Any]]:
-    """U-Net Dice per case, the series loaded and segmented in this process."""
+    """U-Net Dice per case, the series loaded and segmented in this process; the mask scored is
+    the one the node reports (its lesions in the vertebral body the spine localiser found)."""
     from models.unet_io import segmentation_input
+    from pipeline.plausibility import keep_in_body
+    from pipeline.region_growing import segment as region_growing
     from pipeline.segmentation import DEFAULT_WEIGHTS, UNetSegmenter
     from pipeline.volume import load_series
 
@@ -186,7 +190,9 @@ def direct(cases: list[Path], weights: Path | None) -> list[dict[str, Any]]:
     for case in cases:
         truth = np.load(case / "truth.npz")["mask"].astype(bool)
         volume = load_series(sorted((case / "series").glob("*.dcm")))
-        pred = segmenter.segment(segmentation_input(volume.pixels))
+        image = segmentation_input(volume.pixels)
+        body = region_growing(image, volume.spacing[1:]).body.mask
+        pred = keep_in_body(segmenter.segment(image), body, volume.spacing[1:])
         rows.append({"case": case.name, "dice_unet": round(dice(pred, truth), 3)})
         print(json.dumps(rows[-1]), flush=True)
     print(json.dumps({"mean_dice_unet": round(float(np.mean([r["dice_unet"] for r in rows])), 3)}))
