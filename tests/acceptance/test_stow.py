@@ -1,6 +1,7 @@
 """Results by DICOMweb STOW-RS into a real Orthanc (Debian's orthanc-dicomweb plugin): the node
-as a subprocess sends SEG, SR and key image over HTTP; wrong credentials keep the results queued
-with the archive's answer as the error, never lost."""
+as a subprocess sends SEG, SR and key image over HTTP, found again by QIDO-RS under the right
+study; wrong credentials keep the results queued with the archive's answer as the error, never
+lost."""
 
 from __future__ import annotations
 
@@ -59,6 +60,9 @@ def test_results_reach_orthanc_by_stow_rs(tmp_path: Path, phantom_dir: Path) -> 
                          timeout=180)
         assert all(t["StudyInstanceUID"] == source.StudyInstanceUID and t["PatientID"] == source.PatientID
                    for t in found)
+        # and a DICOMweb client finds them under the right study (QIDO-RS)
+        qido = orthanc.get(f"/dicom-web/studies/{source.StudyInstanceUID}/series")
+        assert sorted(s["00080060"]["Value"][0] for s in qido) == ["OT", "SEG", "SR"]  # type: ignore[union-attr]
         report = wait_for(lambda: (r := _status(config))["outbox"]["sent"] == 3 and r, timeout=60)
         assert report["outbox"]["dead"] == 0 and report["outbox"]["pending"] == 3  # the wrong-password copies
         with_errors = _pending_errors(tmp_path / "var" / "spinenode.db")

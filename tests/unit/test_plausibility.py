@@ -126,7 +126,8 @@ def test_washout_sees_a_peak_in_the_first_post_contrast_phase() -> None:
 def test_verdict_summaries() -> None:
     assert Verdict(True, ()).summary() == {"finding": "metastasis", "reasons": []}
     assert Verdict(False, ()).summary() == {"finding": "primary", "reasons": []}
-    assert not Verdict(False, ()).indeterminate and Verdict(None, (IndeterminateReason.ENHANCEMENT_IMPLAUSIBLE,)).indeterminate
+    assert not Verdict(False, ()).indeterminate
+    assert Verdict(None, (IndeterminateReason.ENHANCEMENT_IMPLAUSIBLE,)).indeterminate
 
 
 def test_uncertain_band_may_reach_the_ends() -> None:
