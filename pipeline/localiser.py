@@ -2,8 +2,9 @@
 
 A small attention residual U-Net (``models.spine_io``: every image at 2.5 mm pixels) trained on
 domain-randomised phantoms (``spinenode train-spine``). Weights are loaded once per process with
-their checksum verified, like the lesion U-Net's. It runs in fp32: at this size it takes tens of
-milliseconds per study.
+their checksum verified, like the lesion U-Net's. It runs in fp32; locating the body (network,
+resampling back and the column's measurements) took 0.58 s for 12 slices at 512x512 on the 2-core
+development CPU, against 0.43 s for the template it replaces (bench/README.md, e2e).
 """
 
 from __future__ import annotations
