@@ -15,6 +15,7 @@ from dicomnode.handlers import HEALTH_CHECK_AE, StoreContext, handle_echo, handl
 from dicomnode.logs import get_logger
 from dicomnode.metrics import count_store
 from dicomnode.tls import server_context
+from pipeline.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 log = get_logger(__name__)
 
@@ -24,6 +25,8 @@ def make_ae(node: NodeConfig) -> AE:
     PACS routing sends whole studies; what is not analysed is still stored and recorded.
     Compressed data (JPEG-LS, JPEG 2000, RLE ...) is stored as received and decoded later."""
     ae = AE(ae_title=node.ae_title)
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
     ae.add_supported_context(Verification)
     for context in AllStoragePresentationContexts:
         assert context.abstract_syntax is not None

@@ -12,6 +12,7 @@ from pynetdicom import AE
 from pynetdicom.presentation import build_context
 
 from dicomnode.errors import NodeError
+from pipeline.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ def send_datasets(datasets: Sequence[pydicom.Dataset], ae_title: str, host: str,
     """C-STORE datasets over one association (TLS when ``ssl_context`` is given, checking the
     peer's certificate against ``host``); one status per dataset, None where none came back."""
     ae = AE(ae_title=calling_ae)
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
     ae.requested_contexts = _contexts(datasets)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     tls_args = None if ssl_context is None else (ssl_context, host)

@@ -96,6 +96,7 @@ def radiomics_score(volume: Volume, maps: ParameterMaps, lesion_mask: np.ndarray
     """Rad-score of the lesion with the shipped signature for the series' kind (single-phase or
     dynamic); None when that signature is not shipped."""
     from models.radiomics_signature import Signature
+    from models.weights import sha256_file
     from pipeline.radiomics import extract
 
     mode = "dynamic" if maps.dynamic else "single"
@@ -106,6 +107,7 @@ def radiomics_score(volume: Volume, maps: ParameterMaps, lesion_mask: np.ndarray
     features = extract(maps.available(), lesion_mask, volume.spacing, only=signature.features)
     return {
         "mode": mode,
+        "sha256": sha256_file(path),
         "rad_score": round(signature.rad_score(features), 4),
         "probability_metastasis": round(signature.probability(features), 4),
         "features": {f: round(features[f], 6) for f in signature.features},

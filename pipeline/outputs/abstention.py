@@ -29,7 +29,11 @@ MEANINGS = {
     Reason.INPUT_OUT_OF_RANGE: "Input out of range",
     Reason.UNDECODABLE_PIXELS: "Pixel data could not be decoded",
     Reason.UNREADABLE_FILE: "Unreadable file",
-}  # the other reasons are coded as "Other reason", with their own code value
+    Reason.NOT_MR_IMAGE: "Not an MR image",
+    Reason.NOT_VIBE_FAMILY: "Not a 3D gradient-echo (VIBE) series",
+    Reason.EMPTY_SERIES: "Empty series",
+    Reason.UNSUPPORTED_IMAGE: "Unsupported image type",
+}  # a reason added later is coded as "Other reason", with its own code value
 
 
 def reason_code(reason: Reason | str) -> Code:

@@ -58,7 +58,9 @@ def build_results(analysis: Analysis) -> list[Dataset]:
     cls = analysis.classification
     identity = ResultIdentity(source_series_uid=analysis.volume.series_uid, unet_sha256=analysis.unet_sha256,
                               classifier_sha256=None if cls is None else cls.sha256,
-                              localiser_sha256=analysis.region_growing.body.localiser_sha256)
+                              localiser_sha256=analysis.region_growing.body.localiser_sha256,
+                              radiomics_sha256=None if analysis.radiomics is None else analysis.radiomics["sha256"],
+                              analysed=True)
     seg = build_seg(source, unet_mask=analysis.unet_mask, rg_mask=analysis.region_growing.mask, identity=identity)
     sr = build_measurement_sr(source, seg, analysis.lesions, lesion_segment=1,
                               agreement_dice=analysis.agreement_dice, identity=identity,

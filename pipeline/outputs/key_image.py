@@ -9,12 +9,11 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 from scipy import ndimage
 
+from pipeline.outputs.colours import RG_RGB, UNET_RGB
 from pipeline.outputs.identity import MANUFACTURER, ResultIdentity
 
 KEY_SERIES_NUMBER = 9703
 MIN_SIDE = 512
-UNET_COLOUR = (255, 48, 48)
-RG_COLOUR = (64, 160, 255)
 
 
 def render(image: np.ndarray, unet: np.ndarray | None, rg: np.ndarray, summary: str, headline: str = "") -> np.ndarray:
@@ -23,7 +22,7 @@ def render(image: np.ndarray, unet: np.ndarray | None, rg: np.ndarray, summary: 
     grey = (np.clip((image - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
     scale = max(1, int(np.ceil(MIN_SIDE / max(image.shape))))
     rgb = np.repeat(np.kron(grey, np.ones((scale, scale), dtype=np.uint8))[:, :, None], 3, axis=2)
-    for mask, colour in ((rg, RG_COLOUR), (unet, UNET_COLOUR)):
+    for mask, colour in ((rg, RG_RGB), (unet, UNET_RGB)):
         if mask is None:
             continue
         big = np.kron(mask.astype(np.uint8), np.ones((scale, scale), dtype=np.uint8)).astype(bool)
@@ -66,5 +65,6 @@ def build_key_image(reference: Dataset, image: np.ndarray, unet: np.ndarray | No
     sc.BodyPartExamined = reference.get("BodyPartExamined") or "SPINE"  # not paired: no Laterality
     sc.ImageComments = " ".join(filter(None, ("NOT FOR DIAGNOSIS.", f"{headline}." if headline else "", summary)))
     sc.SoftwareVersions = list(identity.software_versions)  # type: ignore[assignment]
+    identity.add_algorithms(sc)
     identity.pin(sc, "key", reference)
     return sc

@@ -10,12 +10,20 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
+from pipeline.outputs.colours import RG_RGB, UNET_RGB
 from pipeline.outputs.identity import MANUFACTURER, MODEL_NAME, ResultIdentity, package_version
 
 SEG_SERIES_NUMBER = 9701
 
 
-def _segment(number: int, label: str, algorithm: hd.AlgorithmIdentificationSequence) -> hd.seg.SegmentDescription:
+# The key image's outline colours (red U-Net, blue region growing), so every viewer shows the
+# two methods alike: Recommended Display CIELab Value of each segment.
+UNET_COLOUR = hd.color.CIELabColor.from_rgb(*UNET_RGB)
+RG_COLOUR = hd.color.CIELabColor.from_rgb(*RG_RGB)
+
+
+def _segment(number: int, label: str, algorithm: hd.AlgorithmIdentificationSequence,
+             colour: hd.color.CIELabColor) -> hd.seg.SegmentDescription:
     return hd.seg.SegmentDescription(
         segment_number=number,
         segment_label=label,
@@ -24,6 +32,7 @@ def _segment(number: int, label: str, algorithm: hd.AlgorithmIdentificationSeque
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm,
         anatomic_regions=[codes.SCT.BoneStructureOfSpine],
+        display_color=colour,
     )
 
 
@@ -36,12 +45,12 @@ def build_seg(source: Sequence[Dataset], *, unet_mask: np.ndarray | None, rg_mas
         algo = hd.AlgorithmIdentificationSequence(
             name="spinenode improved U-Net", version=(identity.unet_sha256 or "unknown")[:16],
             family=codes.cid7162.ArtificialIntelligence)
-        segments.append(_segment(len(segments) + 1, "Lesion (U-Net)", algo))
+        segments.append(_segment(len(segments) + 1, "Lesion (U-Net)", algo, UNET_COLOUR))
         arrays.append(unet_mask)
     algo = hd.AlgorithmIdentificationSequence(
         name="spinenode region growing", version=package_version(),
         family=codes.cid7162.NeighborhoodAnalysis)
-    segments.append(_segment(len(segments) + 1, "Lesion (region growing)", algo))
+    segments.append(_segment(len(segments) + 1, "Lesion (region growing)", algo, RG_COLOUR))
     arrays.append(rg_mask)
     pixels = np.stack(arrays, axis=-1).astype(np.uint8)
     seg = hd.seg.Segmentation(
@@ -62,5 +71,6 @@ def build_seg(source: Sequence[Dataset], *, unet_mask: np.ndarray | None, rg_mas
         content_description="Spinal lesion segmentation, U-Net and region growing",
         content_label="SPINE_LESION",
     )
+    identity.add_algorithms(seg)
     identity.pin(seg, "seg", source[0])
     return seg

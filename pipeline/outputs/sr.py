@@ -1,5 +1,9 @@
 """The TID 1500 Measurement Report (Comprehensive 3D SR): per lesion a volumetric group that
-references its segment in the SEG, with volume, maximum diameter, mean and peak enhancement;
+references its segment in the SEG, with volume, maximum diameter, mean and peak enhancement, and
+three planar groups (TID 1410) on the source slice where the lesion is largest, each an SCOORD
+POLYLINE on that image a viewer can draw: the outline (with its area), the long axis and the short
+axis (two-point lines, with their lengths in mm). Each group has its own tracking UID (a viewer that
+merges groups by tracking UID would draw one shape of three) and an identifier naming its lesion;
 study level: the 3D classifier's finding (TID 1501 "Finding" (DCM 121071) = SCT bony metastasis
 or primary malignant neoplasm of bone, at the spine) with its probability of metastasis, the
 Rad-score and the radiomics model's probability, the Dice agreement of U-Net and region growing,
@@ -13,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import highdicom as hd
+import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
@@ -20,10 +25,12 @@ from pydicom.sr.coding import Code
 from pipeline.classification import Classification
 from pipeline.lesions import Lesion
 from pipeline.outputs.identity import MANUFACTURER, MODEL_NAME, ResultIdentity
+from pipeline.planar import measure_planar
 from pipeline.plausibility import IndeterminateReason, Verdict
 
 SR_SERIES_NUMBER = 9702
 SCHEME = "99SPINENODE"  # private coding scheme (99 prefix) for concepts without a standard code
+# (Code Value is an SH: at most 16 characters; tests/unit/test_codes.py checks every one)
 MEAN_ENHANCEMENT = Code("ENH_MEAN", SCHEME, "Mean enhancement ratio to normal marrow")
 PEAK_ENHANCEMENT = Code("ENH_PEAK", SCHEME, "Peak enhancement ratio to normal marrow")
 DICE_AGREEMENT = Code("DICE_UNET_RG", SCHEME, "Dice agreement of U-Net and region growing")
@@ -35,7 +42,7 @@ INDETERMINATE = Code("82334004", "SCT", "Indeterminate")
 AI_CLASS = {True: codes.SCT.BonyMetastasis, False: PRIMARY_BONE_MALIGNANCY, None: INDETERMINATE}
 INDETERMINATE_REASON = Code("INDET_REASON", SCHEME, "Reason the finding is indeterminate")
 INDETERMINATE_REASONS = {
-    IndeterminateReason.LESION_OUTSIDE_VERTEBRAL_BODY: Code("LESION_OUTSIDE_BODY", SCHEME,
+    IndeterminateReason.LESION_OUTSIDE_VERTEBRAL_BODY: Code("OUTSIDE_BODY", SCHEME,
                                                             "Lesion outside the located vertebral body"),
     IndeterminateReason.ENHANCEMENT_IMPLAUSIBLE: Code("ENH_IMPLAUSIBLE", SCHEME,
                                                       "Lesion enhancement outside the plausible range"),
@@ -45,7 +52,7 @@ INDETERMINATE_REASONS = {
                                                     "Classifier probability in the uncertain band"),
     IndeterminateReason.MODELS_DISAGREE: Code("MODELS_DISAGREE", SCHEME,
                                               "3D classifier and radiomics model disagree"),
-    IndeterminateReason.KINETICS_DISAGREE: Code("KINETICS_DISAGREE", SCHEME,
+    IndeterminateReason.KINETICS_DISAGREE: Code("KINETIC_CONFLICT", SCHEME,
                                                 "Lesion time-intensity curve contradicts the class"),
 }
 INTENDED_USE = Code("INTENDED_USE", SCHEME, "Intended use")
@@ -87,6 +94,39 @@ def _lesion_group(lesion: Lesion, seg: Dataset, segment_number: int, identity: R
     )
 
 
+PlanarGroup = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+
+
+def _planar_group(lesion: Lesion, part: str, points: np.ndarray, measurement: hd.sr.Measurement, image: Dataset,
+                  identity: ResultIdentity, algorithm: hd.sr.AlgorithmIdentification) -> PlanarGroup:
+    region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=points,
+                               source_image=hd.sr.SourceImageForRegion(image.SOPClassUID, image.SOPInstanceUID))
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=identity.uid(f"lesion-{part}", str(lesion.index)),
+                                                     identifier=f"Lesion {lesion.index} {part}"),
+        referenced_region=region, finding_type=codes.SCT.Neoplasm,
+        finding_sites=[hd.sr.FindingSite(codes.SCT.BoneStructureOfSpine)], algorithm_id=algorithm,
+        measurements=[measurement])
+
+
+def planar_groups(lesion: Lesion, source: Sequence[Dataset], identity: ResultIdentity,
+                  algorithm: hd.sr.AlgorithmIdentification) -> list[PlanarGroup]:
+    """Outline, long axis and short axis of ``lesion`` on ``source[lesion.largest_slice]``."""
+    image = source[lesion.largest_slice]
+    planar = measure_planar(lesion.mask[lesion.largest_slice], tuple(image.PixelSpacing))
+    mm = codes.UCUM.Millimeter
+    parts = [("outline", planar.outline,
+              hd.sr.Measurement(name=codes.SCT.Area, value=round(planar.area_mm2, 1),
+                                unit=codes.UCUM.SquareMillimeter)),
+             ("long axis", planar.long_axis,
+              hd.sr.Measurement(name=codes.SCT.LongAxis, value=round(planar.long_axis_mm, 1), unit=mm))]
+    if planar.short_axis is not None and planar.short_axis_mm is not None:
+        parts.append(("short axis", planar.short_axis,
+                      hd.sr.Measurement(name=codes.SCT.ShortAxis, value=round(planar.short_axis_mm, 1), unit=mm)))
+    return [_planar_group(lesion, part, points, measurement, image, identity, algorithm)
+            for part, points, measurement in parts]
+
+
 def build_measurement_sr(source: Sequence[Dataset], seg: Dataset, lesions: Sequence[Lesion], *,
                          lesion_segment: int, agreement_dice: float | None,
                          identity: ResultIdentity, radiomics: dict | None = None,
@@ -94,7 +134,10 @@ def build_measurement_sr(source: Sequence[Dataset], seg: Dataset, lesions: Seque
                          verdict: Verdict | None = None) -> hd.sr.Comprehensive3DSR:
     """``verdict``: the plausibility checks' answer; without one the classifier's class is coded."""
     algorithm = hd.sr.AlgorithmIdentification(name="spinenode", version=identity.model_version[:64])
-    groups: list = [_lesion_group(les, seg, lesion_segment, identity, algorithm) for les in lesions]
+    groups: list = []
+    for lesion in lesions:
+        groups.append(_lesion_group(lesion, seg, lesion_segment, identity, algorithm))
+        groups.extend(planar_groups(lesion, source, identity, algorithm))
     study_level = [hd.sr.QualitativeEvaluation(INTENDED_USE, RESEARCH_ONLY)]
     quality = []
     finding = None
@@ -122,15 +165,18 @@ def build_measurement_sr(source: Sequence[Dataset], seg: Dataset, lesions: Seque
         finding_type=finding, finding_sites=[hd.sr.FindingSite(codes.SCT.BoneStructureOfSpine)] if finding else None,
         algorithm_id=algorithm, measurements=quality or None, qualitative_evaluations=study_level))
     return report_sr(groups, [*source, seg], identity, kind="sr", series_number=SR_SERIES_NUMBER,
-                     description="AI lesion measurements (NOT FOR DIAGNOSIS)", complete=False)
+                     description="AI lesion measurements (NOT FOR DIAGNOSIS)", complete=False, library=source)
 
 
 def report_sr(groups: Sequence, evidence: Sequence[Dataset], identity: ResultIdentity, *, kind: str,
-              series_number: int, description: str, complete: bool) -> hd.sr.Comprehensive3DSR:
+              series_number: int, description: str, complete: bool,
+              library: Sequence[Dataset] = ()) -> hd.sr.Comprehensive3DSR:
     """A TID 1500 report with the device observer, as an UNVERIFIED Comprehensive 3D SR with
-    deterministic UIDs; ``evidence[0]`` gives patient, study, date and time."""
+    deterministic UIDs; ``evidence[0]`` gives patient, study, date and time; ``library``: the
+    images its measurements were made on (the TID 1600 Image Library)."""
     report = hd.sr.MeasurementReport(observation_context=observation_context(identity),
-                                     procedure_reported=PROCEDURE, imaging_measurements=list(groups))
+                                     procedure_reported=PROCEDURE, imaging_measurements=list(groups),
+                                     referenced_images=list(library) or None)
     sr = hd.sr.Comprehensive3DSR(
         evidence=list(evidence), content=report[0],
         series_instance_uid=identity.uid(kind, "series"), series_number=series_number,
@@ -138,5 +184,6 @@ def report_sr(groups: Sequence, evidence: Sequence[Dataset], identity: ResultIde
         manufacturer=MANUFACTURER, is_complete=complete, is_final=False, is_verified=False,
         series_description=description,
     )
+    identity.add_algorithms(sr)
     identity.pin(sr, kind, evidence[0])
     return sr

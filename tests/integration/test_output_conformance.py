@@ -1,0 +1,153 @@
+"""What PACS teams and viewers check in the node's outputs: IHE AI Results (AIR) Processing
+Algorithm items, TID 1410 planar measurements a viewer can draw, segment colours; checked with
+dciodvfy, dcmtk's dsrdump and highdicom reading everything back."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.sr.codedict import codes
+
+from models.weights import sha256_file
+from pipeline.analysis import Analysis, analyse
+from pipeline.outputs.build import build_abstention, build_results, source_headers
+from pipeline.outputs.colours import RG_RGB, UNET_RGB
+from pipeline.outputs.identity import PROCESSING_ALGORITHM, Algorithm, ResultIdentity
+from pipeline.reasons import Reason
+from pipeline.volume import load_series
+from tests.conftest import REPO, require_tool
+from tests.dciodvfy import dataset_errors
+from tests.integration.test_conformance_statement import scu_table_matches
+
+WEIGHTS = REPO / "models" / "weights"
+
+
+@pytest.fixture(scope="module")
+def analysed(phantom_dir: Path) -> tuple[Analysis, list[pydicom.Dataset]]:
+    analysis = analyse(load_series(sorted((phantom_dir / "study_101" / "series").glob("*.dcm"))))
+    return analysis, build_results(analysis)
+
+
+def algorithm_items(ds: pydicom.Dataset) -> dict[str, pydicom.Dataset]:
+    items = [i for i in ds.ContributingEquipmentSequence
+             if i.PurposeOfReferenceCodeSequence[0].CodeValue == PROCESSING_ALGORITHM.value]
+    for item in items:
+        code = item.PurposeOfReferenceCodeSequence[0]
+        assert (code.CodingSchemeDesignator, code.CodeMeaning) == ("99IHE", "Processing Algorithm")
+    return {str(i.ManufacturerModelName): i for i in items}
+
+
+def written(ds: pydicom.Dataset, folder: Path) -> Path:
+    assert dataset_errors(ds, folder) == [], ds.SOPClassUID  # dciodvfy: 0 errors (it also writes the file)
+    return folder / f"{ds.SOPInstanceUID}.dcm"
+
+
+def test_every_output_names_each_algorithm_with_a_device_uid_from_its_weights(analysed, tmp_path) -> None:  # noqa: ANN001
+    analysis, outputs = analysed
+    expected = {"spinenode spine localiser": sha256_file(WEIGHTS / "spine.pt"),
+                "spinenode region growing": None,
+                "spinenode improved U-Net": sha256_file(WEIGHTS / "unet.pt"),
+                "spinenode radiomics signature": sha256_file(WEIGHTS / "radiomics_single.json"),
+                "spinenode 3D classifier": sha256_file(WEIGHTS / "classifier.pt")}
+    assert analysis.radiomics is not None and analysis.classification is not None  # all five contributed
+    for ds in outputs:
+        items = algorithm_items(pydicom.dcmread(written(ds, tmp_path)))
+        assert set(items) == set(expected), ds.SOPClassUID
+        for name, checksum in expected.items():
+            item = items[name]
+            assert item.Manufacturer == "spinenode project" and item.ContributionDescription
+            assert item.DeviceUID == Algorithm(name, "", checksum).device_uid
+            if checksum:
+                assert item.SoftwareVersions == f"sha256 {checksum[:16]}"
+        # highdicom's own item (the library that wrote the object) stays beside them
+        purposes = {i.PurposeOfReferenceCodeSequence[0].CodeValue for i in ds.ContributingEquipmentSequence}
+        assert "109102" in purposes or str(ds.SOPClassUID) == "1.2.840.10008.5.1.4.1.1.7"
+
+
+def test_the_outputs_are_sent_as_the_conformance_statement_says(analysed, tmp_path) -> None:  # noqa: ANN001
+    _, outputs = analysed
+    scu_table_matches([pydicom.dcmread(written(ds, tmp_path)) for ds in outputs])
+
+
+def test_a_new_weights_file_gives_a_new_device_uid(tmp_path: Path) -> None:
+    shipped = WEIGHTS / "unet.pt"
+    retrained = tmp_path / "unet.pt"
+    retrained.write_bytes(shipped.read_bytes()[:-1] + bytes([shipped.read_bytes()[-1] ^ 1]))
+    old = ResultIdentity(source_series_uid="1.2.3", unet_sha256=sha256_file(shipped), analysed=True)
+    new = ResultIdentity(source_series_uid="1.2.3", unet_sha256=sha256_file(retrained), analysed=True)
+    uids = [{a.model_name: a.device_uid for a in identity.algorithms} for identity in (old, new)]
+    assert uids[0]["spinenode improved U-Net"] != uids[1]["spinenode improved U-Net"]
+    assert uids[0]["spinenode region growing"] == uids[1]["spinenode region growing"]  # unchanged method
+    assert old.uid("seg", "instance") != new.uid("seg", "instance")  # and the outputs get new UIDs
+
+
+def test_an_abstention_names_the_input_checks(phantom_dir: Path, tmp_path: Path) -> None:
+    files = sorted((phantom_dir / "study_103" / "series").glob("*.dcm"))[:11]
+    sr = build_abstention([pydicom.dcmread(f, stop_before_pixels=True) for f in files], [Reason.SLICE_COUNT])
+    assert set(algorithm_items(pydicom.dcmread(written(sr, tmp_path)))) == {"spinenode input checks"}
+
+
+def drawn_length(points: np.ndarray, image: pydicom.Dataset) -> float:
+    """What a viewer draws: SCOORD (column, row) points times Pixel Spacing (row, column)."""
+    (c0, r0), (c1, r1) = points
+    row_mm, col_mm = (float(v) for v in image.PixelSpacing)
+    return float(np.hypot((c1 - c0) * col_mm, (r1 - r0) * row_mm))
+
+
+def test_each_lesion_has_an_outline_and_axes_a_viewer_can_draw(analysed, tmp_path) -> None:  # noqa: ANN001
+    analysis, (_, sr_ds, _) = analysed
+    sr = hd.sr.srread(written(sr_ds, tmp_path))
+    planar = sr.content.get_planar_roi_measurement_groups()
+    source = source_headers(analysis.volume)
+    assert len(planar) >= 2 * len(analysis.lesions)  # outline and long axis for every lesion at least
+    assert len({str(g.tracking_uid) for g in planar}) == len(planar)  # none merged with another
+    for lesion in analysis.lesions:
+        image = source[lesion.largest_slice]
+        mine = {g.tracking_identifier: g for g in planar if g.tracking_identifier.startswith(f"Lesion {lesion.index} ")}
+        assert {f"Lesion {lesion.index} outline", f"Lesion {lesion.index} long axis"} <= set(mine)
+        for group in mine.values():
+            region = group.roi
+            assert region is not None and region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+            assert region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == image.SOPInstanceUID
+        outline = mine[f"Lesion {lesion.index} outline"].roi.value
+        assert np.array_equal(outline[0], outline[-1]) and len(outline) > 4
+        rows, cols = np.nonzero(lesion.mask[lesion.largest_slice])
+        assert cols.min() <= outline[:, 0].min() + 0.5 and outline[:, 0].max() - 0.5 <= cols.max() + 1
+        assert rows.min() <= outline[:, 1].min() + 0.5 and outline[:, 1].max() - 0.5 <= rows.max() + 1
+        for part, concept in (("long axis", codes.SCT.LongAxis), ("short axis", codes.SCT.ShortAxis)):
+            group = mine.get(f"Lesion {lesion.index} {part}")
+            if group is None:
+                continue
+            (measurement,) = group.get_measurements(name=concept)
+            assert measurement.unit == codes.UCUM.Millimeter
+            assert len(group.roi.value) == 2
+            assert drawn_length(group.roi.value, image) == pytest.approx(measurement.value, abs=0.05)
+        long_axis = mine[f"Lesion {lesion.index} long axis"].get_measurements(name=codes.SCT.LongAxis)[0].value
+        assert 0 < long_axis <= lesion.max_diameter_mm + 0.5  # an in-plane diameter, not above the 3D one
+
+
+def test_dsrdump_renders_the_report(analysed, tmp_path) -> None:  # noqa: ANN001
+    _, (_, sr_ds, _) = analysed
+    run = subprocess.run([require_tool("dsrdump"), str(written(sr_ds, tmp_path))], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    assert "Imaging Measurement Report" in run.stdout
+    assert '"Lesion 1 long axis"' in run.stdout and 'NUM:(,,"Long axis")=' in run.stdout
+    assert "SCOORD:(,,\"Image Region\")=(POLYLINE," in run.stdout
+    assert '(,,"Image Library")' in run.stdout  # TID 1600: the images the measurements were made on
+
+
+def test_segments_carry_the_key_images_colours(analysed, tmp_path) -> None:  # noqa: ANN001
+    _, (seg_ds, _, _) = analysed
+    seg = hd.seg.segread(written(seg_ds, tmp_path))
+    colours = {d.segment_label: hd.color.CIELabColor.from_dicom_value(d.RecommendedDisplayCIELabValue)
+               for d in map(seg.get_segment_description, seg.segment_numbers)}
+    assert colours["Lesion (U-Net)"].value == hd.color.CIELabColor.from_rgb(*UNET_RGB).value
+    assert colours["Lesion (region growing)"].value == hd.color.CIELabColor.from_rgb(*RG_RGB).value
+    rgb = {label: np.array(c.to_rgb(), dtype=float) for label, c in colours.items()}
+    assert np.abs(rgb["Lesion (U-Net)"] - rgb["Lesion (region growing)"]).max() > 100  # two distinct colours
