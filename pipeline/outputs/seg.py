@@ -71,6 +71,7 @@ def build_seg(source: Sequence[Dataset], *, unet_mask: np.ndarray | None, rg_mas
         content_description="Spinal lesion segmentation, U-Net and region growing",
         content_label="SPINE_LESION",
     )
+    seg.ContentCreatorName = ""  # type 2 (Content Identification): present, empty for a device-made object
     identity.add_algorithms(seg)
     identity.pin(seg, "seg", source[0])
     return seg

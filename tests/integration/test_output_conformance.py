@@ -151,3 +151,49 @@ def test_segments_carry_the_key_images_colours(analysed, tmp_path) -> None:  # n
     assert colours["Lesion (region growing)"].value == hd.color.CIELabColor.from_rgb(*RG_RGB).value
     rgb = {label: np.array(c.to_rgb(), dtype=float) for label, c in colours.items()}
     assert np.abs(rgb["Lesion (U-Net)"] - rgb["Lesion (region growing)"]).max() > 100  # two distinct colours
+
+
+def dcmqi_tool(name: str) -> str:
+    """A dcmqi command-line reader from the pip package (the test extra installs it)."""
+    import shutil
+    import sys
+
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    assert found, f"{name} is missing: scripts/install.sh --test installs dcmqi"
+    return found
+
+
+def test_dcmqi_reads_the_report_with_the_same_values(analysed, tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    analysis, (_, sr_ds, _) = analysed
+    out = tmp_path / "sr.json"
+    run = subprocess.run([dcmqi_tool("tid1500reader"), "--inputDICOM", str(written(sr_ds, tmp_path)),
+                          "--outputMetadata", str(out)], capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    groups = {m["TrackingIdentifier"]: m for m in json.loads(out.read_text())["Measurements"]}
+    values = {name: {i["quantity"]["CodeMeaning"]: float(i["value"]) for i in group["measurementItems"]}
+              for name, group in groups.items()}
+    largest = analysis.lesions[0]
+    assert values["Lesion 1"]["Volume"] == round(largest.volume_mm3, 1)
+    assert values["Lesion 1"]["Diameter"] == round(largest.max_diameter_mm, 1)
+    assert 0 < values["Lesion 1 long axis"]["Long axis"] <= values["Lesion 1"]["Diameter"] + 0.5
+    assert groups["Lesion 1"]["segmentationSOPInstanceUID"] == str(analysed[1][0].SOPInstanceUID)
+
+
+def test_dcmqi_reads_the_segmentation_without_warnings(analysed, tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    seg_ds = analysed[1][0]
+    out = tmp_path / "seg"
+    out.mkdir()
+    run = subprocess.run([dcmqi_tool("segimage2itkimage"), "--inputDICOM", str(written(seg_ds, tmp_path)),
+                          "--outputDirectory", str(out)], capture_output=True, text=True, timeout=120, check=False)
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log
+    assert not [line for line in log.splitlines() if line.startswith(("W:", "E:")) or "Failed" in line], log
+    meta = json.loads((out / "meta.json").read_text())
+    segments = [s for group in meta["segmentAttributes"] for s in group]
+    assert [s["SegmentLabel"] for s in segments] == ["Lesion (U-Net)", "Lesion (region growing)"]
+    assert all("recommendedDisplayRGBValue" in s for s in segments)
+    assert len(list(out.glob("*.nrrd"))) == 2
