@@ -69,3 +69,53 @@ def test_a_one_pixel_lesion_and_an_empty_slice() -> None:
     assert 0 < planar.long_axis_mm <= np.sqrt(2) + 1e-6
     with pytest.raises(ValueError, match="empty"):
         measure_planar(np.zeros((8, 8), dtype=bool), (1.0, 1.0))
+
+
+def inside(mask: np.ndarray, line: np.ndarray) -> bool:
+    """Whether the (column, row) line runs through the mask (grown by a pixel for the edges)."""
+    grown = np.pad(mask, 1)
+    grown = grown | np.roll(grown, 1, 0) | np.roll(grown, -1, 0) | np.roll(grown, 1, 1) | np.roll(grown, -1, 1)
+    t = np.linspace(0.02, 0.98, 200)[:, None]
+    points = line[0] + t * (line[1] - line[0])
+    cols, rows = np.floor(points).astype(int).T + 1
+    return bool(grown[rows, cols].all())
+
+
+def rotated_ellipse(semi: tuple[float, float], degrees: float, size: int = 64) -> np.ndarray:
+    r, c = np.mgrid[:size, :size] - size / 2
+    a = np.radians(degrees)
+    u, v = c * np.cos(a) + r * np.sin(a), -c * np.sin(a) + r * np.cos(a)
+    return (u / semi[0]) ** 2 + (v / semi[1]) ** 2 <= 1
+
+
+def test_a_rotated_ellipse_has_perpendicular_axes_through_its_centre() -> None:
+    mask = rotated_ellipse((14, 6), 30)
+    planar = measure_planar(mask, (1.0, 1.0))
+    assert planar.long_axis_mm == pytest.approx(29, abs=1.0)
+    assert planar.short_axis_mm == pytest.approx(13, abs=1.0)
+    assert planar.short_axis is not None
+    long_dir = planar.long_axis[1] - planar.long_axis[0]
+    short_dir = planar.short_axis[1] - planar.short_axis[0]
+    cosine = abs(long_dir @ short_dir) / (np.linalg.norm(long_dir) * np.linalg.norm(short_dir))
+    assert cosine < 0.01
+    assert np.degrees(np.arctan2(abs(long_dir[1]), abs(long_dir[0]))) == pytest.approx(30, abs=3)
+    centre = np.array([32.5, 32.5])  # (column, row) of the centre in DICOM image coordinates
+    assert np.linalg.norm(planar.short_axis.mean(axis=0) - centre) < 1.5
+    assert np.linalg.norm(planar.long_axis.mean(axis=0) - centre) < 1.5
+    for axis in (planar.long_axis, planar.short_axis):
+        assert inside(mask, axis)
+        ends = np.linalg.norm(planar.outline[:, None, :] - axis[None], axis=2).min(axis=0)
+        assert (ends < 0.75).all()  # both ends on the outline
+
+
+@pytest.mark.parametrize("opening", ["right", "left", "top", "bottom"])
+def test_the_short_axis_does_not_cross_the_opening_of_a_c_shaped_lesion(opening: str) -> None:
+    mask = rotated_ellipse((16, 12), 0) & ~rotated_ellipse((11, 7), 0)
+    cut = {"right": (slice(None), slice(40, None)), "left": (slice(None), slice(None, 24)),
+           "top": (slice(None, 28), slice(None)), "bottom": (slice(37, None), slice(None))}[opening]
+    mask[cut] = False  # cut through the wall into the hollow: a C whose chords across the middle leave it
+    # (a closed ring is measured across its hollow, as a rim-enhancing lesion is)
+    planar = measure_planar(mask, (1.0, 1.0))
+    assert planar.short_axis is not None
+    assert inside(mask, planar.short_axis)  # the long axis may cross the hollow; the short axis stays in the wall
+    assert not inside(mask, planar.long_axis)
