@@ -28,9 +28,12 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
+    text,
+    update,
 )
 from sqlalchemy.engine import Dialect, Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from pipeline.reasons import Reason, parse_reasons
 
@@ -205,13 +208,32 @@ class OutboxItem(Base):
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
 
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # how long a write waits for another writer's lock
+
+
+def probe_write(session: Session, timeout_s: float) -> None:
+    """Start a write that changes nothing, waiting at most ``timeout_s`` for a lock; the caller
+    rolls back. Raises (``OperationalError`` ...) when the database takes no write: locked by a
+    stuck writer, read-only, out of space for its journal."""
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    if sqlite:
+        session.execute(text(f"PRAGMA busy_timeout={int(timeout_s * 1000)}"))
+    else:
+        session.execute(text(f"SET LOCAL lock_timeout = '{int(timeout_s * 1000)}ms'"))
+    try:
+        session.execute(update(Job).where(false()).values(state=Job.state))
+    finally:
+        if sqlite:
+            session.execute(text(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}"))
+
+
 def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
     return on_connect

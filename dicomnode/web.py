@@ -6,7 +6,8 @@ served by uvicorn in `serve`.
 
 ``/healthz`` answers 200 only when the parts that do the work work, each checked for real:
 
-* ``database``: a query on the jobs table answers;
+* ``database``: a query on the jobs table answers, and a write that changes nothing gets its lock
+  within 5 s (then rolled back);
 * ``scp``: the SCP accepts an association (a C-ECHO to itself; with TLS, a TCP connection);
 * ``assembler``: it ran within three check intervals;
 * ``workers``: every worker of this process polled or sent a heartbeat recently (none in this
@@ -42,7 +43,7 @@ from starlette.routing import Route
 
 from dicomnode import dashboard
 from dicomnode.config import Config
-from dicomnode.db import Job
+from dicomnode.db import Job, probe_write
 from dicomnode.errors import NodeError
 from dicomnode.handlers import HEALTH_CHECK_AE
 from dicomnode.logs import get_logger
@@ -66,6 +67,15 @@ class Liveness:
     workers_last_seen: Callable[[], Sequence[float]]
 
 
+WRITE_PROBE_TIMEOUT_S = 5.0
+
+
+def _first_line(exc: Exception) -> str:
+    """The driver's own message (``database is locked``), without SQLAlchemy's statement dump."""
+    original = getattr(exc, "orig", exc)
+    return str(original).splitlines()[0][:200] if str(original) else ""
+
+
 class HealthChecks:
     def __init__(self, cfg: Config, sessions: sessionmaker, scp_port: int, liveness: Liveness) -> None:
         self.cfg, self.sessions, self.scp_port, self.liveness = cfg, sessions, scp_port, liveness
@@ -74,12 +84,20 @@ class HealthChecks:
         return [self._database(), self._scp(), self._assembler(), self._workers(), self._disk()]
 
     def _database(self) -> Check:
-        try:
-            with self.sessions() as session:
+        """A read, then a write that changes nothing (rolled back): a database that answers reads
+        but takes no write (a stuck writer holds its lock, it went read-only) is not healthy."""
+        with self.sessions() as session:
+            try:
                 jobs = session.scalar(select(func.count()).select_from(Job))
-        except Exception as exc:  # noqa: BLE001 - any failure is the answer
-            return Check("database", False, f"query failed: {type(exc).__name__}")
-        return Check("database", True, f"{jobs} jobs")
+            except Exception as exc:  # noqa: BLE001 - any failure is the answer
+                return Check("database", False, f"query failed: {type(exc).__name__}")
+            try:
+                probe_write(session, timeout_s=WRITE_PROBE_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001
+                return Check("database", False, f"write failed: {type(exc).__name__}: {_first_line(exc)}")
+            finally:
+                session.rollback()
+        return Check("database", True, f"{jobs} jobs, writable")
 
     def _scp(self) -> Check:
         host = self.cfg.node.host if self.cfg.node.host not in ("", "0.0.0.0", "::") else "127.0.0.1"

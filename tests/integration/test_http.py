@@ -73,6 +73,69 @@ def test_a_broken_database_makes_health_fail_and_says_why(node_factory) -> None:
     assert "query failed: OperationalError" in json.dumps(report["checks"])
 
 
+def test_a_database_that_reads_but_takes_no_write_makes_health_fail(node_factory) -> None:  # noqa: ANN001
+    """Another process holds the write lock (a stuck writer): reads still answer, writes wait."""
+    import sqlite3
+
+    node = node_factory(worker={"workers": 0})
+    holder = sqlite3.connect(node.cfg.data_dir / "spinenode.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        status, body = get(node, "/healthz")
+        report = json.loads(body)
+        assert status == 503 and report["failed"] == ["database"]
+        detail = next(c["detail"] for c in report["checks"] if c["name"] == "database")
+        assert detail == "write failed: OperationalError: database is locked"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    status, body = get(node, "/healthz")
+    assert status == 200, body
+    assert "writable" in body
+
+
+def test_an_assembler_that_stopped_running_makes_health_fail(node_factory) -> None:  # noqa: ANN001
+    node = node_factory(worker={"workers": 0}, protocol={"check_interval_s": 0.5})
+    assert node._scheduler is not None
+    node._scheduler.pause()  # its jobs no longer run, as when the scheduler thread hangs
+    try:
+        wait_for(lambda: get(node, "/healthz")[0] == 503, timeout=30)
+        report = json.loads(get(node, "/healthz")[1])
+        assert report["failed"] == ["assembler"]
+        assert "limit 6.5 s" in json.dumps(report["checks"])
+    finally:
+        node._scheduler.resume()
+    wait_for(lambda: get(node, "/healthz")[0] == 200, timeout=30)
+
+
+def test_a_worker_that_hangs_makes_health_fail(node_factory, monkeypatch) -> None:  # noqa: ANN001
+    """The worker thread blocks in a database call that never returns (a stalled network share or
+    server): no poll and no heartbeat, so /healthz says so while the rest of the node works."""
+    import threading
+
+    from dicomnode import queue
+
+    release = threading.Event()
+    real_claim = queue.claim
+
+    def hanging_claim(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        release.wait(60)
+        return real_claim(*args, **kwargs)
+
+    node = node_factory(worker={"heartbeat_s": 0.5, "lease_s": 5, "poll_interval_s": 0.1})
+    wait_for(lambda: get(node, "/healthz")[0] == 200, timeout=30)
+    monkeypatch.setattr(queue, "claim", hanging_claim)
+    try:
+        wait_for(lambda: get(node, "/healthz")[0] == 503, timeout=30)
+        report = json.loads(get(node, "/healthz")[1])
+        assert report["failed"] == ["workers"]
+        assert "0 of 1 seen within 2.5 s" in json.dumps(report["checks"])
+    finally:
+        release.set()
+    monkeypatch.setattr(queue, "claim", real_claim)
+    wait_for(lambda: get(node, "/healthz")[0] == 200, timeout=30)
+
+
 def test_an_scp_that_accepts_no_association_makes_health_fail(node_factory) -> None:  # noqa: ANN001
     node = node_factory(worker={"workers": 0})
     assert node._server is not None
