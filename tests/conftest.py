@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -122,7 +124,12 @@ def write_sagittal_t2(files: list[Path], out: Path, suffix: str) -> list[Path]:
 
 
 def require_tool(name: str) -> str:
-    path = shutil.which(name)
+    """A system tool (dcmtk, dicom3tools, Orthanc, chromium ...) from PATH, never the virtual
+    environment's bin folder: pynetdicom 3 installs its own ``storescu`` there, with other options."""
+    venv_bin = Path(sys.prefix, "bin").resolve()
+    search = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                             if p and Path(p).resolve() != venv_bin)
+    path = shutil.which(name, path=search)
     if path is None:
         pytest.fail(f"{name} is not installed: run scripts/install.sh --test (it installs the Debian packages)")
     return path
