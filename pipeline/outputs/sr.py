@@ -1,15 +1,24 @@
-"""The TID 1500 Measurement Report (Comprehensive 3D SR): per lesion a volumetric group that
-references its segment in the SEG, with volume, maximum diameter, mean and peak enhancement, and
-three planar groups (TID 1410) on the source slice where the lesion is largest, each an SCOORD
-POLYLINE on that image a viewer can draw: the outline (with its area), the long axis and the short
-axis (two-point lines, with their lengths in mm). Each group has its own tracking UID (a viewer that
-merges groups by tracking UID would draw one shape of three) and an identifier naming its lesion;
-study level: the 3D classifier's finding (TID 1501 "Finding" (DCM 121071) = SCT bony metastasis
-or primary malignant neoplasm of bone, at the spine) with its probability of metastasis, the
-Rad-score and the radiomics model's probability, the Dice agreement of U-Net and region growing,
-and the intended use. When the plausibility checks (``pipeline.plausibility``) do not support a
-diagnosis, the finding is SCT 82334004 "Indeterminate" and each reason is a coded qualitative
-evaluation (99SPINENODE INDET_REASON); the probabilities are still reported.
+"""The TID 1500 Measurement Report (Comprehensive 3D SR), made for viewers as much as for archives.
+
+Per lesion, on the source slice where it is largest:
+
+* a volumetric group (TID 1411) referencing its SEG segment: volume, maximum 3D diameter, mean and
+  peak enhancement;
+* a planar group (TID 1410): its outline, an SCOORD POLYLINE (closed) on that image, with its area;
+* a measurement group (TID 1501): its long and short axis, each a length in mm inferred from a
+  two-point SCOORD POLYLINE on that image (a bidirectional measurement, as RECIST's).
+
+The volumetric and planar groups share the lesion's tracking identifier ("Lesion 1") and UID: one
+finding. The axes have their own UID, so that a viewer that merges groups by tracking UID (OHIF
+draws one shape per UID) draws both; their identifier starts with the prefix OHIF reads as its
+Bidirectional tool (so they are listed in its measurement panel) and ends with the lesion's name.
+The study-level group (TID 1501) carries the 3D classifier's finding on the lesion it classified
+(the largest) under that lesion's tracking identifier: "Finding" (DCM 121071) = SCT bony
+metastasis or primary malignant neoplasm of bone, at the spine, with its probability of
+metastasis, the Rad-score and the radiomics model's probability, the Dice agreement of U-Net and
+region growing, and the intended use. When the plausibility checks (``pipeline.plausibility``)
+do not support a diagnosis, the finding is SCT 82334004 "Indeterminate" and each reason is a
+coded qualitative evaluation (99SPINENODE INDET_REASON); the probabilities are still reported.
 VerificationFlag UNVERIFIED (nobody verified it), completion PARTIAL."""
 
 from __future__ import annotations
@@ -80,8 +89,7 @@ def _lesion_group(lesion: Lesion, seg: Dataset, segment_number: int, identity: R
         hd.sr.Measurement(name=PEAK_ENHANCEMENT, value=round(lesion.peak_enhancement, 3), unit=ratio),
     ]
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=identity.uid("lesion", str(lesion.index)),
-                                                     identifier=f"Lesion {lesion.index}"),
+        tracking_identifier=lesion_tracking(lesion.index, identity),
         referenced_segment=hd.sr.ReferencedSegment(sop_class_uid=seg.SOPClassUID,
                                                    sop_instance_uid=seg.SOPInstanceUID,
                                                    segment_number=segment_number,
@@ -94,37 +102,58 @@ def _lesion_group(lesion: Lesion, seg: Dataset, segment_number: int, identity: R
     )
 
 
-PlanarGroup = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+# SCT's codes for the two diameters, with the meanings PS3.16 CID 7470 spells (dcmjs and OHIF match
+# them case-sensitively to show a bidirectional measurement)
+LONG_AXIS = Code("103339001", "SCT", "Long Axis")
+SHORT_AXIS = Code("103340004", "SCT", "Short Axis")
+# The Tracking Identifier prefix with which OHIF (dcmjs's Cornerstone3D adapters) turns a group into
+# its Bidirectional tool, listed in its measurement panel; the rest of the identifier names the lesion.
+BIDIRECTIONAL_TRACKING = "Cornerstone3DTools@^0.1.0:Bidirectional"
 
 
-def _planar_group(lesion: Lesion, part: str, points: np.ndarray, measurement: hd.sr.Measurement, image: Dataset,
-                  identity: ResultIdentity, algorithm: hd.sr.AlgorithmIdentification) -> PlanarGroup:
-    region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=points,
+def lesion_tracking(lesion_index: int, identity: ResultIdentity) -> hd.sr.TrackingIdentifier:
+    """One lesion as a tracked finding: its volumetric group, its outline and the study-level
+    finding made on it share this identifier and UID."""
+    return hd.sr.TrackingIdentifier(uid=identity.uid("lesion", str(lesion_index)), identifier=f"Lesion {lesion_index}")
+
+
+def outline_group(lesion: Lesion, image: Dataset, outline: np.ndarray, area_mm2: float, identity: ResultIdentity,
+                  algorithm: hd.sr.AlgorithmIdentification) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """TID 1410: the lesion's outline on ``image`` (an SCOORD POLYLINE, closed) with its area."""
+    region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=outline,
                                source_image=hd.sr.SourceImageForRegion(image.SOPClassUID, image.SOPInstanceUID))
+    area = hd.sr.Measurement(name=codes.SCT.Area, value=round(area_mm2, 1), unit=codes.UCUM.SquareMillimeter)
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=identity.uid(f"lesion-{part}", str(lesion.index)),
-                                                     identifier=f"Lesion {lesion.index} {part}"),
-        referenced_region=region, finding_type=codes.SCT.Neoplasm,
-        finding_sites=[hd.sr.FindingSite(codes.SCT.BoneStructureOfSpine)], algorithm_id=algorithm,
-        measurements=[measurement])
+        tracking_identifier=lesion_tracking(lesion.index, identity), referenced_region=region,
+        finding_type=codes.SCT.Neoplasm, algorithm_id=algorithm, measurements=[area])
+
+
+def axes_group(lesion: Lesion, image: Dataset, axes: Sequence[tuple[Code, np.ndarray, float]],
+               identity: ResultIdentity, algorithm: hd.sr.AlgorithmIdentification,
+               ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """TID 1501: the long and short axis, each a length in mm inferred from a two-point SCOORD
+    POLYLINE on ``image``; its own tracking UID, so that a viewer draws it beside the outline."""
+    source = hd.sr.SourceImageForRegion(image.SOPClassUID, image.SOPInstanceUID)
+    measurements = [hd.sr.Measurement(
+        name=name, value=round(length, 1), unit=codes.UCUM.Millimeter,
+        referenced_coordinates=[hd.sr.CoordinatesForMeasurement(hd.sr.GraphicTypeValues.POLYLINE, points, source)])
+        for name, points, length in axes]
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=identity.uid("lesion-axes", str(lesion.index)),
+                                                     identifier=f"{BIDIRECTIONAL_TRACKING}:Lesion {lesion.index}"),
+        finding_type=codes.SCT.Neoplasm, algorithm_id=algorithm, measurements=measurements)
 
 
 def planar_groups(lesion: Lesion, source: Sequence[Dataset], identity: ResultIdentity,
-                  algorithm: hd.sr.AlgorithmIdentification) -> list[PlanarGroup]:
+                  algorithm: hd.sr.AlgorithmIdentification) -> list:
     """Outline, long axis and short axis of ``lesion`` on ``source[lesion.largest_slice]``."""
     image = source[lesion.largest_slice]
     planar = measure_planar(lesion.mask[lesion.largest_slice], tuple(image.PixelSpacing))
-    mm = codes.UCUM.Millimeter
-    parts = [("outline", planar.outline,
-              hd.sr.Measurement(name=codes.SCT.Area, value=round(planar.area_mm2, 1),
-                                unit=codes.UCUM.SquareMillimeter)),
-             ("long axis", planar.long_axis,
-              hd.sr.Measurement(name=codes.SCT.LongAxis, value=round(planar.long_axis_mm, 1), unit=mm))]
+    axes = [(LONG_AXIS, planar.long_axis, planar.long_axis_mm)]
     if planar.short_axis is not None and planar.short_axis_mm is not None:
-        parts.append(("short axis", planar.short_axis,
-                      hd.sr.Measurement(name=codes.SCT.ShortAxis, value=round(planar.short_axis_mm, 1), unit=mm)))
-    return [_planar_group(lesion, part, points, measurement, image, identity, algorithm)
-            for part, points, measurement in parts]
+        axes.append((SHORT_AXIS, planar.short_axis, planar.short_axis_mm))
+    return [outline_group(lesion, image, planar.outline, planar.area_mm2, identity, algorithm),
+            axes_group(lesion, image, axes, identity, algorithm)]
 
 
 def build_measurement_sr(source: Sequence[Dataset], seg: Dataset, lesions: Sequence[Lesion], *,
@@ -159,9 +188,9 @@ def build_measurement_sr(source: Sequence[Dataset], seg: Dataset, lesions: Seque
                                          unit=codes.UCUM.NoUnits))
         quality.append(hd.sr.Measurement(name=RADIOMICS_PROBABILITY,
                                          value=float(radiomics["probability_metastasis"]), unit=codes.UCUM.NoUnits))
+    classified = lesions[0].index if classification is None else classification.lesion_index
     groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=identity.uid("study-level", "group"),
-                                                     identifier="Study level"),
+        tracking_identifier=lesion_tracking(classified, identity),  # the class is that of the lesion classified
         finding_type=finding, finding_sites=[hd.sr.FindingSite(codes.SCT.BoneStructureOfSpine)] if finding else None,
         algorithm_id=algorithm, measurements=quality or None, qualitative_evaluations=study_level))
     return report_sr(groups, [*source, seg], identity, kind="sr", series_number=SR_SERIES_NUMBER,

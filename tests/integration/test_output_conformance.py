@@ -18,6 +18,7 @@ from pipeline.analysis import Analysis, analyse
 from pipeline.outputs.build import build_abstention, build_results, source_headers
 from pipeline.outputs.colours import RG_RGB, UNET_RGB
 from pipeline.outputs.identity import PROCESSING_ALGORITHM, Algorithm, ResultIdentity
+from pipeline.outputs.sr import BIDIRECTIONAL_TRACKING
 from pipeline.reasons import Reason
 from pipeline.volume import load_series
 from tests.conftest import REPO, require_tool
@@ -99,36 +100,42 @@ def drawn_length(points: np.ndarray, image: pydicom.Dataset) -> float:
     return float(np.hypot((c1 - c0) * col_mm, (r1 - r0) * row_mm))
 
 
+def referenced_uid(scoord: pydicom.Dataset) -> str:
+    return str(scoord.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+
+
 def test_each_lesion_has_an_outline_and_axes_a_viewer_can_draw(analysed, tmp_path) -> None:  # noqa: ANN001
     analysis, (_, sr_ds, _) = analysed
     sr = hd.sr.srread(written(sr_ds, tmp_path))
-    planar = sr.content.get_planar_roi_measurement_groups()
+    volumetric = {g.tracking_identifier: g for g in sr.content.get_volumetric_roi_measurement_groups()}
+    outlines = {g.tracking_identifier: g for g in sr.content.get_planar_roi_measurement_groups()}
+    axes = {g.tracking_identifier.rsplit(":", 1)[-1]: g for g in sr.content.get_image_measurement_groups()
+            if g.tracking_identifier.startswith(BIDIRECTIONAL_TRACKING + ":")}
     source = source_headers(analysis.volume)
-    assert len(planar) >= 2 * len(analysis.lesions)  # outline and long axis for every lesion at least
-    assert len({str(g.tracking_uid) for g in planar}) == len(planar)  # none merged with another
+    assert set(volumetric) == set(outlines) == set(axes) == {f"Lesion {les.index}" for les in analysis.lesions}
     for lesion in analysis.lesions:
-        image = source[lesion.largest_slice]
-        mine = {g.tracking_identifier: g for g in planar if g.tracking_identifier.startswith(f"Lesion {lesion.index} ")}
-        assert {f"Lesion {lesion.index} outline", f"Lesion {lesion.index} long axis"} <= set(mine)
-        for group in mine.values():
-            region = group.roi
-            assert region is not None and region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
-            assert region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == image.SOPInstanceUID
-        outline = mine[f"Lesion {lesion.index} outline"].roi.value
+        name, image = f"Lesion {lesion.index}", source[lesion.largest_slice]
+        # the outline is the same finding as the volumetric group: one tracking UID; the axes have their own
+        assert outlines[name].tracking_uid == volumetric[name].tracking_uid != axes[name].tracking_uid
+        region = outlines[name].roi
+        assert region is not None and region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+        assert referenced_uid(region) == image.SOPInstanceUID
+        outline = region.value
         assert np.array_equal(outline[0], outline[-1]) and len(outline) > 4
         rows, cols = np.nonzero(lesion.mask[lesion.largest_slice])
         assert cols.min() <= outline[:, 0].min() + 0.5 and outline[:, 0].max() - 0.5 <= cols.max() + 1
         assert rows.min() <= outline[:, 1].min() + 0.5 and outline[:, 1].max() - 0.5 <= rows.max() + 1
-        for part, concept in (("long axis", codes.SCT.LongAxis), ("short axis", codes.SCT.ShortAxis)):
-            group = mine.get(f"Lesion {lesion.index} {part}")
-            if group is None:
-                continue
-            (measurement,) = group.get_measurements(name=concept)
+        lengths = {}
+        for measurement in axes[name].get_measurements():
+            assert measurement.name.meaning in ("Long Axis", "Short Axis")  # what dcmjs/OHIF match
             assert measurement.unit == codes.UCUM.Millimeter
-            assert len(group.roi.value) == 2
-            assert drawn_length(group.roi.value, image) == pytest.approx(measurement.value, abs=0.05)
-        long_axis = mine[f"Lesion {lesion.index} long axis"].get_measurements(name=codes.SCT.LongAxis)[0].value
-        assert 0 < long_axis <= lesion.max_diameter_mm + 0.5  # an in-plane diameter, not above the 3D one
+            (scoord,) = measurement.referenced_coordinates
+            assert scoord.graphic_type == hd.sr.GraphicTypeValues.POLYLINE and len(scoord.value) == 2
+            assert referenced_uid(scoord) == image.SOPInstanceUID
+            assert drawn_length(scoord.value, image) == pytest.approx(measurement.value, abs=0.05)
+            lengths[measurement.name.meaning] = measurement.value
+        assert 0 < lengths["Long Axis"] <= lesion.max_diameter_mm + 0.5  # in-plane: never above the 3D diameter
+        assert lengths.get("Short Axis", 0) <= lengths["Long Axis"]
 
 
 def test_dsrdump_renders_the_report(analysed, tmp_path) -> None:  # noqa: ANN001
@@ -137,7 +144,7 @@ def test_dsrdump_renders_the_report(analysed, tmp_path) -> None:  # noqa: ANN001
                          timeout=60, check=False)
     assert run.returncode == 0 and run.stderr == "", run.stderr
     assert "Imaging Measurement Report" in run.stdout
-    assert '"Lesion 1 long axis"' in run.stdout and 'NUM:(,,"Long axis")=' in run.stdout
+    assert 'NUM:(,,"Long Axis")=' in run.stdout and 'inferred from SCOORD:(,,"Source")=(POLYLINE,' in run.stdout
     assert "SCOORD:(,,\"Image Region\")=(POLYLINE," in run.stdout
     assert '(,,"Image Library")' in run.stdout  # TID 1600: the images the measurements were made on
 
@@ -171,14 +178,18 @@ def test_dcmqi_reads_the_report_with_the_same_values(analysed, tmp_path) -> None
     run = subprocess.run([dcmqi_tool("tid1500reader"), "--inputDICOM", str(written(sr_ds, tmp_path)),
                           "--outputMetadata", str(out)], capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
-    groups = {m["TrackingIdentifier"]: m for m in json.loads(out.read_text())["Measurements"]}
-    values = {name: {i["quantity"]["CodeMeaning"]: float(i["value"]) for i in group["measurementItems"]}
-              for name, group in groups.items()}
+    groups = json.loads(out.read_text())["Measurements"]
+    values: dict[str, dict[str, float]] = {}  # the groups of one tracked finding, merged
+    for group in groups:
+        values.setdefault(group["TrackingIdentifier"], {}).update(
+            {i["quantity"]["CodeMeaning"]: float(i["value"]) for i in group["measurementItems"]})
     largest = analysis.lesions[0]
     assert values["Lesion 1"]["Volume"] == round(largest.volume_mm3, 1)
     assert values["Lesion 1"]["Diameter"] == round(largest.max_diameter_mm, 1)
-    assert 0 < values["Lesion 1 long axis"]["Long axis"] <= values["Lesion 1"]["Diameter"] + 0.5
-    assert groups["Lesion 1"]["segmentationSOPInstanceUID"] == str(analysed[1][0].SOPInstanceUID)
+    axes = values[f"{BIDIRECTIONAL_TRACKING}:Lesion 1"]
+    assert 0 < axes["Long Axis"] <= values["Lesion 1"]["Diameter"] + 0.5
+    assert {g.get("segmentationSOPInstanceUID") for g in groups} == {None, str(analysed[1][0].SOPInstanceUID)}
+    assert "Area" in values["Lesion 1"] and "3D classifier probability of spinal metastasis" in values["Lesion 1"]
 
 
 def test_dcmqi_reads_the_segmentation_without_warnings(analysed, tmp_path) -> None:  # noqa: ANN001

@@ -113,6 +113,11 @@ def node_with_pacs(tmp_path, pacs, monkeypatch):  # noqa: ANN001, ANN201
         node.stop()
 
 
+def study_level_groups(sr: hd.sr.Comprehensive3DSR) -> list:
+    """The TID 1501 groups whose finding is not the lesion itself (Neoplasm): the study-level class."""
+    return [g for g in sr.content.get_image_measurement_groups() if g.finding_type != codes.SCT.Neoplasm]
+
+
 def test_results_arrive_valid_and_under_the_right_patient_and_study(node_with_pacs, pacs, series_files, tmp_path) -> None:  # noqa: ANN001, E501
     node = node_with_pacs()
     files = series_files(101)
@@ -135,8 +140,11 @@ def test_results_arrive_valid_and_under_the_right_patient_and_study(node_with_pa
     assert groups, "one measurement group per lesion"
     names = {m.name.meaning for m in groups[0].get_measurements()}
     assert {"Volume", "Diameter"} <= names
-    study_level = sr.content.get_image_measurement_groups()
+    study_level = study_level_groups(sr)
     assert len(study_level) == 1
+    # the class is a finding on the lesion classified (the largest): that lesion's tracking identifier and UID
+    assert (study_level[0].tracking_identifier, study_level[0].tracking_uid) == (groups[0].tracking_identifier,
+                                                                                 groups[0].tracking_uid)
     truth = read_truth(files[0].parent.parent)["label_name"]
     expected = codes.SCT.BonyMetastasis if truth == "metastasis" else PRIMARY_BONE_MALIGNANCY
     finding = study_level[0].finding_type
@@ -197,7 +205,7 @@ def test_an_implausible_study_is_reported_indeterminate_with_its_reasons(phantom
     for ds in (sr_ds, key):
         assert dataset_errors(ds, tmp_path) == [], ds.SOPClassUID
     sr = hd.sr.srread(tmp_path / f"{sr_ds.SOPInstanceUID}.dcm")
-    study_level = sr.content.get_image_measurement_groups()[0]
+    (study_level,) = study_level_groups(sr)
     assert study_level.finding_type == INDETERMINATE
     reasons = [e.value.value for e in study_level.get_qualitative_evaluations() if e.name == INDETERMINATE_REASON]
     assert reasons == ["SEG_DISAGREE", "MODELS_DISAGREE"]
