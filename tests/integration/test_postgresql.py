@@ -4,13 +4,10 @@ two `spinenode worker` processes sharing one queue."""
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,35 +15,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from bench.postgres import PostgresMissing, temporary_postgres
 from dicomnode.db import Job, JobEvent, JobState
 from tests.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _as_postgres(*command: str) -> None:
-    subprocess.run(["runuser", "-u", "postgres", "--", *command], check=True, capture_output=True, timeout=120)
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    bindirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    if not bindirs:
-        pytest.fail("PostgreSQL is not installed: run scripts/install.sh --test")
-    bindir = Path(bindirs[-1])
-    root = Path(tempfile.mkdtemp(prefix="spinenode-pg-"))
-    shutil.chown(root, "postgres", "postgres")
-    data, sock = root / "data", root / "sock"
-    _as_postgres("mkdir", str(sock))
-    _as_postgres(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-    _as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "start", "-o",
-                 f"-c listen_addresses='' -k {sock} -c fsync=off")
     try:
-        _as_postgres(str(bindir / "createdb"), "-h", str(sock), "spinenode")
-        yield f"postgresql+psycopg://postgres@/spinenode?host={sock}"
-    finally:
-        _as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+        with temporary_postgres() as server:
+            yield server.create_database("spinenode")
+    except PostgresMissing as exc:
+        pytest.fail(str(exc))
 
 
 def test_two_worker_processes_share_one_queue_on_postgresql(postgres_url, node_factory, series_files) -> None:  # noqa: ANN001
