@@ -208,3 +208,65 @@ def test_dcmqi_reads_the_segmentation_without_warnings(analysed, tmp_path) -> No
     assert [s["SegmentLabel"] for s in segments] == ["Lesion (U-Net)", "Lesion (region growing)"]
     assert all("recommendedDisplayRGBValue" in s for s in segments)
     assert len(list(out.glob("*.nrrd"))) == 2
+
+
+def report_values(sr: hd.sr.Comprehensive3DSR) -> dict[str, dict[str, float]]:
+    """Every number of the report by its group's tracking identifier and the concept's meaning."""
+    values: dict[str, dict[str, float]] = {}
+    groups = [*sr.content.get_volumetric_roi_measurement_groups(), *sr.content.get_planar_roi_measurement_groups(),
+              *sr.content.get_image_measurement_groups()]
+    for group in groups:
+        for m in group.get_measurements():
+            key = group.tracking_identifier.rsplit(":", 1)[-1]
+            assert m.name.meaning not in values.get(key, {}), f"{m.name.meaning} twice for {key}"
+            values.setdefault(key, {})[m.name.meaning] = float(m.value)
+    return values
+
+
+def test_every_number_in_the_report_is_the_analysis_number(analysed, tmp_path) -> None:  # noqa: ANN001
+    """Each value compared with what the analysis computed (and nothing reported that it did not)."""
+    from pipeline.planar import measure_planar
+
+    analysis, (_, sr_ds, _) = analysed
+    values = report_values(hd.sr.srread(written(sr_ds, tmp_path)))
+    source = source_headers(analysis.volume)
+    assert set(values) == {f"Lesion {les.index}" for les in analysis.lesions}  # the lesion count
+    for lesion in analysis.lesions:
+        planar = measure_planar(lesion.mask[lesion.largest_slice], tuple(source[lesion.largest_slice].PixelSpacing))
+        expected = {"Volume": round(lesion.volume_mm3, 1), "Diameter": round(lesion.max_diameter_mm, 1),
+                    "Mean enhancement ratio to normal marrow": round(lesion.mean_enhancement, 3),
+                    "Peak enhancement ratio to normal marrow": round(lesion.peak_enhancement, 3),
+                    "Area": round(planar.area_mm2, 1), "Long Axis": round(planar.long_axis_mm, 1),
+                    "Short Axis": round(planar.short_axis_mm or 0, 1)}
+        if lesion.index == analysis.classification.lesion_index:
+            expected |= {"3D classifier probability of spinal metastasis":
+                         round(analysis.classification.probability_metastasis, 4),
+                         "Dice agreement of U-Net and region growing": round(analysis.agreement_dice, 4),
+                         "Radiomics score (Rad-score)": analysis.radiomics["rad_score"],
+                         "Radiomics model probability of spinal metastasis":
+                         analysis.radiomics["probability_metastasis"]}
+        assert values[f"Lesion {lesion.index}"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_lesion_of_known_volume_is_reported_with_that_volume(phantom_dir: Path, tmp_path: Path) -> None:
+    """The phantom's own lesion mask (its truth SEG) through lesions, SR builder and highdicom's
+    reader: the volume is the truth's voxel count times the voxel volume, to the report's 0.1 mm3."""
+    from dataclasses import replace
+
+    from phantom.writer import read_truth
+    from pipeline.lesions import find_lesions
+
+    study = phantom_dir / "study_102"
+    volume = load_series(sorted((study / "series").glob("*.dcm")))
+    analysis = analyse(volume, use_unet=False)
+    truth_seg = hd.seg.segread(study / "seg.dcm")
+    uids = [str(ds.SOPInstanceUID) for ds in source_headers(volume)]
+    truth = truth_seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1],
+                                                    assert_missing_frames_are_empty=True)[..., 0].astype(bool)
+    assert int(truth.sum()) == read_truth(study)["mask_voxels"] > 0
+    lesions = find_lesions(truth, volume, analysis.image, analysis.region_growing.marrow_level, min_volume_mm3=0)
+    seg, sr_ds, _ = build_results(replace(analysis, lesions=lesions, classification=None, verdict=None))
+    values = report_values(hd.sr.srread(written(sr_ds, tmp_path)))
+    voxel_mm3 = float(np.prod(volume.spacing))
+    reported = sum(values[f"Lesion {les.index}"]["Volume"] for les in lesions)
+    assert reported == pytest.approx(int(truth.sum()) * voxel_mm3, abs=0.05 * len(lesions))
