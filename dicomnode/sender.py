@@ -76,7 +76,7 @@ class Sender:
         paths = [self.cfg.data_dir / i.path for i in items]
         try:
             if dest.kind == "dicomweb":
-                results = send_stow(paths, dest)
+                results = send_stow(paths, [i.sop_instance_uid for i in items], dest)
             else:
                 results = send_files(paths, dest.ae_title, dest.host, dest.port, calling_ae=self.cfg.node.ae_title,
                                      ssl_context=client_context(dest))

@@ -28,8 +28,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pydicom
-
 from dicomnode.config import Destination
 from dicomnode.errors import NodeError
 from dicomnode.scu import SendResult
@@ -89,11 +87,14 @@ def _context(dest: Destination) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=dest.tls_ca_certificates or None)
 
 
-def send_stow(paths: Sequence[Path], dest: Destination, *, timeout: float = 60) -> list[SendResult]:
-    """STOW-RS every file in one request; one result per file, in order (see the module docstring)."""
+def send_stow(paths: Sequence[Path], uids: Sequence[str], dest: Destination, *,
+              timeout: float = 60) -> list[SendResult]:
+    """STOW-RS every file in one request; ``uids``: their SOP Instance UIDs (as the outbox recorded
+    them), by which the response's statuses are matched. One result per file, in order (see the
+    module docstring)."""
+    if len(uids) != len(paths):
+        raise ValueError(f"{len(paths)} files but {len(uids)} SOP Instance UIDs")
     data = [Path(p).read_bytes() for p in paths]
-    uids = [str(pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
-            for p in paths]
     body, content_type = multipart_body(data)
     try:
         with urllib.request.urlopen(_request(dest, body, content_type), timeout=timeout,
