@@ -7,7 +7,6 @@ class is the more probable of the two; P(metastasis) is reported beside it.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import torch
 
 from models import weights
 from models.inception3d import InceptionResNet3D
+from pipeline.per_process import PerProcess
 
 DEFAULT_WEIGHTS = weights.WEIGHTS_DIR / "classifier.pt"
 CLASS_NAMES = ("primary malignant spinal bone tumour", "spinal metastasis")
@@ -54,13 +54,9 @@ class Classifier:
             return float(self.model.predict_proba(torch.from_numpy(np.ascontiguousarray(cube))[None])[0])
 
 
-_CACHE: dict[Path, Classifier] = {}
-_LOCK = threading.Lock()
+_CLASSIFIERS: PerProcess[Classifier] = PerProcess(Classifier)
 
 
 def get_classifier(path: Path = DEFAULT_WEIGHTS) -> Classifier:
     """One classifier per weights file per process."""
-    with _LOCK:
-        if Path(path) not in _CACHE:
-            _CACHE[Path(path)] = Classifier(path)
-        return _CACHE[Path(path)]
+    return _CLASSIFIERS.get(Path(path))

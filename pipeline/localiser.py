@@ -9,7 +9,6 @@ development CPU, against 0.43 s for the template it replaces (bench/README.md, e
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from models import weights
 from models.spine_io import BASE, CLASSES, from_grid, to_grid
 from models.unet import AttentionResUNet
 from models.unet_io import normalise
+from pipeline.per_process import PerProcess
 
 DEFAULT_LOCALISER = weights.WEIGHTS_DIR / "spine.pt"
 
@@ -38,13 +38,9 @@ class SpineLocaliser:
         return from_grid(prob, image.shape[1:], pixel_mm)
 
 
-_CACHE: dict[Path, SpineLocaliser] = {}
-_LOCK = threading.Lock()
+_LOCALISERS: PerProcess[SpineLocaliser] = PerProcess(SpineLocaliser)
 
 
 def get_localiser(path: Path = DEFAULT_LOCALISER) -> SpineLocaliser:
     """One localiser per weights file per process."""
-    with _LOCK:
-        if Path(path) not in _CACHE:
-            _CACHE[Path(path)] = SpineLocaliser(path)
-        return _CACHE[Path(path)]
+    return _LOCALISERS.get(Path(path))

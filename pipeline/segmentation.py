@@ -6,7 +6,6 @@ The fast path is the default: channels-last tensors and bf16 autocast on the CPU
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import torch
 from models import weights
 from models.unet import AttentionResUNet
 from models.unet_io import from_network, normalise, to_network
+from pipeline.per_process import PerProcess
 from pipeline.precision import Precision, resolve
 
 DEFAULT_WEIGHTS = weights.WEIGHTS_DIR / "unet.pt"
@@ -44,14 +44,9 @@ class UNetSegmenter:
         return self.probabilities(image) >= 0.5
 
 
-_CACHE: dict[tuple[Path, Precision], UNetSegmenter] = {}
-_LOCK = threading.Lock()
+_SEGMENTERS: PerProcess[UNetSegmenter] = PerProcess(lambda path, precision: UNetSegmenter(path, precision=precision))
 
 
 def get_segmenter(path: Path = DEFAULT_WEIGHTS, precision: str | Precision = Precision.AUTO) -> UNetSegmenter:
     """One segmenter per (weights, precision) per process."""
-    key = (Path(path), resolve(precision))
-    with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = UNetSegmenter(path, precision=key[1])
-        return _CACHE[key]
+    return _SEGMENTERS.get(Path(path), resolve(precision))
