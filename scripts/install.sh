@@ -19,7 +19,7 @@ case "${1:-}" in
 esac
 
 debs=(dcmtk dicom3tools orthanc libtcmalloc-minimal4 openssl)
-# the tests start their own PostgreSQL server (tests/integration/test_postgresql.py) and load the
+# the tests start their own PostgreSQL server (tests/integration/test_workers_race.py) and load the
 # status page in headless Chromium (tests/acceptance/test_status_page.py); Orthanc's DICOMweb plugin
 # takes the STOW-RS results (tests/acceptance/test_orthanc_routing.py)
 [ -n "$extras" ] && debs+=(postgresql chromium fonts-dejavu-core)

@@ -177,6 +177,40 @@ def test_expired_lease_returns_the_job_to_the_queue(node_factory, series_files) 
     assert events == ["created", "claimed", "lease_expired", "claimed", "done"]
 
 
+def test_the_heartbeat_keeps_a_job_longer_than_its_lease(node_factory, series_files) -> None:  # noqa: ANN001
+    """A 1 s lease, an analysis of several seconds: while it runs, another party keeps looking for
+    expired leases (as every polling worker does); the heartbeat renews the lease, so the job is
+    never taken back and runs once."""
+    import threading
+
+    node = node_factory(worker={"workers": 0, "lease_s": 1.0, "heartbeat_s": 0.25})
+    send(node, series_files(101))
+    wait_for(lambda: jobs(node))
+    policy = RetryPolicy(max_attempts=5, base_s=1, max_s=1)
+    stop, requeued = threading.Event(), []
+
+    def watcher() -> None:
+        while not stop.is_set():
+            requeued.append(queue.requeue_expired(node.sessions, policy))
+            stop.wait(0.1)
+
+    thread = threading.Thread(target=watcher)
+    thread.start()
+    try:
+        assert Worker(node.cfg, node.sessions, name="slow").run_once()
+    finally:
+        stop.set()
+        thread.join()
+    job = jobs(node)[0]
+    with node.sessions() as s:
+        events = s.execute(select(JobEvent.event, JobEvent.at).where(JobEvent.job_id == job.id)
+                           .order_by(JobEvent.id)).all()
+    assert [e for e, _ in events] == ["created", "claimed", "done"] and job.attempts == 1
+    took = (events[2][1] - events[1][1]).total_seconds()
+    assert took > 3 * node.cfg.worker.lease_s, f"the job took {took:.1f} s: too short to need the heartbeat"
+    assert len(requeued) > 10 and sum(requeued) == 0  # looked at all along, never taken back
+
+
 def test_failing_stage_is_retried_then_dead(node_factory, series_files) -> None:  # noqa: ANN001
     node = node_factory(worker={"workers": 0, "max_attempts": 2, "retry_base_s": 0.1, "retry_max_s": 0.1})
     send(node, series_files(101))

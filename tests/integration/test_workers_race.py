@@ -1,6 +1,6 @@
-"""PostgreSQL for real: Debian's server, started by the test (initdb as the `postgres` user in a
-temporary folder, listening on a Unix socket only), the schema made by the node's migrations, and
-two `spinenode worker` processes sharing one queue."""
+"""Two `spinenode worker` processes racing for one queue: on PostgreSQL for real (Debian's server,
+started by the test: initdb as the `postgres` user in a temporary folder, a Unix socket only, the
+schema made by the node's migrations) and on the node's SQLite file; each job is claimed once."""
 
 from __future__ import annotations
 
@@ -22,8 +22,12 @@ from tests.conftest import wait_for
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
+@pytest.fixture(params=["postgresql", "sqlite"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A PostgreSQL server's database, or "" for the node's own SQLite file (both shared by processes)."""
+    if request.param == "sqlite":
+        yield ""
+        return
     try:
         with temporary_postgres() as server:
             yield server.create_database("spinenode")
@@ -31,11 +35,11 @@ def postgres_url() -> Iterator[str]:
         pytest.fail(str(exc))
 
 
-def test_two_worker_processes_share_one_queue_on_postgresql(postgres_url, node_factory, series_files) -> None:  # noqa: ANN001
+def test_two_worker_processes_race_for_one_queue(database_url, node_factory, series_files) -> None:  # noqa: ANN001
     from tests.integration.test_node import send
 
-    node = node_factory(database={"url": postgres_url}, worker={"workers": 0})
-    assert node.engine.dialect.name == "postgresql"
+    node = node_factory(worker={"workers": 0}, **({"database": {"url": database_url}} if database_url else {}))
+    assert node.engine.dialect.name == ("postgresql" if database_url else "sqlite")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPINENODE_")} | {"PYTHONPATH": str(REPO)}
     assert node.cfg.source is not None
     workers = [subprocess.Popen([sys.executable, "-m", "dicomnode", "worker", "--config", str(node.cfg.source)],
