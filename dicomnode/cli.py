@@ -74,6 +74,12 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     _add_config(p)
     p.add_argument("--out", type=Path, default=Path("var/demo"))
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--viewer", action="store_true",
+                   help="through Debian's Orthanc (the PACS, routing the study to the node), then OHIF Viewer "
+                        "on the results until Ctrl-C (scripts/install.sh --viewer installs both)")
+    p.add_argument("--viewer-port", type=int, default=0, help="with --viewer: the viewer's port (default: any free)")
+    p.add_argument("--ohif-dist", type=Path, default=None,
+                   help="with --viewer: OHIF's built dist/ (default: .cache/ohif/<version>/dist in the checkout)")
     p = sub.add_parser("resend", help="queue dead results again (or every result of one job)")
     _add_config(p)
     p.add_argument("--job", type=int, default=None, help="every outbox item of this job, sent or not")
@@ -259,15 +265,27 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from dicomnode.config import load_config
-    from dicomnode.demo import run_demo
+    from dicomnode.demo import run_demo, run_viewer_demo
+    from dicomnode.orthanc import check_installed
+    from dicomnode.viewer import ohif_dist, require_dist
     from phantom import generate_study, write_study
 
     cfg = load_config(args.config)
+    dist = args.ohif_dist or ohif_dist()
+    if args.viewer:  # before the study is made
+        require_dist(dist)
+        check_installed()
     args.out.mkdir(parents=True, exist_ok=True)
     study = generate_study(args.seed, matrix=(512, 512))
     folder = write_study(study, args.out)
     truth = f"{study.params.label_name}, {len(study.params.lesions)} lesion(s)"
-    return run_demo(cfg, args.out, folder, truth)
+    try:
+        if args.viewer:
+            return run_viewer_demo(cfg, args.out, folder, truth, dist=dist, viewer_port=args.viewer_port)
+        return run_demo(cfg, args.out, folder, truth)
+    except KeyboardInterrupt:  # before the viewer's wait: what was started has been stopped
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 def _cmd_resend(args: argparse.Namespace) -> int:

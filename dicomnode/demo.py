@@ -4,12 +4,18 @@ Uses the node that is running with the same configuration (found through
 ``data_dir/run/scp.port`` and a C-ECHO), or starts one in this process for the demo. Generates
 a phantom study, sends it, shows progress while the job runs, then prints the findings and where
 the results went, and writes the key image as a PNG and a short report.
+
+With ``--viewer`` (``run_viewer_demo``) the study goes to Debian's Orthanc on this machine, which
+routes it to a node of this process as a site's PACS would; the results go back to Orthanc and
+OHIF Viewer shows the study with them until Ctrl-C.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +24,13 @@ from PIL import Image
 from pynetdicom import AE
 from sqlalchemy import select
 
-from dicomnode.config import Config
+from dicomnode import logs, orthanc
+from dicomnode.config import Config, Destination
 from dicomnode.db import Job, JobState, OutboxItem, Series
+from dicomnode.errors import NodeError
 from dicomnode.node import Node, setup
 from dicomnode.scu import send_files
+from dicomnode.viewer import require_dist, serve_ohif
 
 FINAL = (JobState.DONE, JobState.ABSTAINED, JobState.DEAD)
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
@@ -48,21 +57,23 @@ NAMES = {"1.2.840.10008.5.1.4.1.1.66.4": "segmentation (SEG)",
          }
 
 
-def run_demo(cfg: Config, out: Path, folder: Path, truth: str, timeout_s: float = 300) -> int:
+def run_demo(cfg: Config, out: Path, folder: Path, truth: str, timeout_s: float = 300, *,
+             pacs: tuple[str, int] | None = None) -> int:
     """Send the study written under ``folder`` (its series/ folder) through the node and report.
 
     The CLI makes the phantom study (``truth`` describes it): the node's own modules never import
-    the phantom generator.
+    the phantom generator. ``pacs``: (AE title, port) of a PACS on this machine that routes the
+    series to the node (the viewer demo's Orthanc); the study is sent there instead, and the node
+    is this process's own.
     """
-    from dataclasses import replace
-
     # progress goes to the console; the node's own log lines go to its JSON log file only
     cfg = replace(cfg, logging=replace(cfg.logging, console=False), http=replace(cfg.http, enabled=False))
     engine, sessions = setup(cfg)
-    port = _running_port(cfg)
+    port = None if pacs else _running_port(cfg)
     node = None
     if port is None:
-        print("no node running with this configuration: starting one for the demo")
+        print("no node running with this configuration: starting one for the demo" if pacs is None
+              else f"starting a node for the demo on port {cfg.node.port}")
         node = Node(cfg, engine, sessions).start()
         port = node.port
     else:
@@ -71,14 +82,77 @@ def run_demo(cfg: Config, out: Path, folder: Path, truth: str, timeout_s: float 
         files = sorted((folder / "series").glob("*.dcm"))
         series_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
         print(f"phantom study written to {folder} (ground truth: {truth})")
-        results = send_files(files, cfg.node.ae_title, "127.0.0.1", port, calling_ae="SPINENODE_DEMO")
-        print(f"sent {sum(r.status == 0 for r in results)} of {len(files)} instances")
+        ae_title, to_port = pacs or (cfg.node.ae_title, port)
+        results = send_files(files, ae_title, "127.0.0.1", to_port, calling_ae="SPINENODE_DEMO")
+        where = f" to {ae_title} (it routes the series to the node)" if pacs else ""
+        print(f"sent {sum(r.status == 0 for r in results)} of {len(files)} instances{where}")
         job = _wait(sessions, series_uid, timeout_s)
         _wait_for_outbox(sessions, 15)
         return _report(cfg, sessions, job, out)
     finally:
         if node is not None:
             node.stop()
+
+
+def run_viewer_demo(cfg: Config, out: Path, folder: Path, truth: str, *, dist: Path, viewer_port: int = 0,
+                    timeout_s: float = 300) -> int:
+    """The demo with a PACS and a viewer: Debian's Orthanc receives the study and routes it to a
+    node of this process, whose results go back to that Orthanc; OHIF Viewer then shows them
+    (``dicomnode.viewer``) until Ctrl-C, when the viewer, Orthanc and its storage go."""
+    require_dist(dist)
+    orthanc.check_installed()
+    if _running_port(cfg) is not None:
+        raise NodeError(f"a node is running with this configuration (data_dir {cfg.data_dir}): stop it, or give "
+                        "the viewer demo a configuration of its own (its node sends the results to its Orthanc)")
+    study_uid = str(pydicom.dcmread(next((folder / "series").glob("*.dcm")), stop_before_pixels=True)
+                    .StudyInstanceUID)
+    # the console is the demo's: no log lines there (the node's setup sends them to its JSON log file)
+    logs.configure(cfg.logging.level, None, console=False)
+    node_port = orthanc.free_port()
+    pacs = orthanc.start_orthanc(out / "orthanc.log", node_ae=cfg.node.ae_title, node_port=node_port)
+    print(f"Orthanc (the PACS) on DICOM port {pacs.dicom_port}, HTTP port {pacs.http_port}; log {out / 'orthanc.log'}")
+    try:
+        code = run_demo(_viewer_config(cfg, node_port, pacs), out, folder, truth, timeout_s,
+                        pacs=(pacs.ae_title, pacs.dicom_port))
+        with serve_ohif(dist, pacs.http_port, username=pacs.username, password=pacs.password,
+                        port=viewer_port) as server:
+            print(f"\nOHIF Viewer: {server.viewer_url(study_uid)}", flush=True)
+            print("Ctrl-C stops the viewer and Orthanc (its storage is removed)", flush=True)
+            _wait_for_interrupt()
+        print("stopping")
+        return code
+    finally:
+        pacs.stop()
+
+
+def _viewer_config(cfg: Config, node_port: int, pacs: orthanc.LocalOrthanc) -> Config:
+    """The node of the viewer demo: on 127.0.0.1:``node_port`` without TLS, taking Orthanc's
+    associations, its results going to that Orthanc only."""
+    allowed = cfg.node.allowed_calling_aes
+    if allowed and pacs.ae_title not in allowed:
+        allowed = (*allowed, pacs.ae_title)
+    node = replace(cfg.node, host="127.0.0.1", port=node_port, allowed_calling_aes=allowed, tls_certificate="",
+                   tls_private_key="", tls_ca_certificates="")
+    destination = Destination(name="demo-orthanc", ae_title=pacs.ae_title, host="127.0.0.1", port=pacs.dicom_port)
+    return replace(cfg, node=node, destinations=(destination,))
+
+
+def _wait_for_interrupt() -> None:
+    """Until Ctrl-C or SIGTERM. Both are handled here: a shell starts a background job with SIGINT
+    ignored, and Python then raises no KeyboardInterrupt of its own."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _wait(sessions, series_uid: str, timeout_s: float) -> Job | None:  # noqa: ANN001

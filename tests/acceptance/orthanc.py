@@ -37,11 +37,14 @@ class Orthanc:
     log_handle: object = None
 
     def get(self, path: str) -> object:
+        return json.loads(self.get_bytes(path))
+
+    def get_bytes(self, path: str) -> bytes:
         req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}")
         token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         req.add_header("Authorization", f"Basic {token}")
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return json.loads(resp.read())
+            return resp.read()
 
     def alive(self) -> bool:
         try:
