@@ -21,6 +21,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from dicomnode.errors import NodeError
@@ -88,6 +89,8 @@ def chromium(profile: Path, console_log: Path | None = None) -> Iterator[Browser
 
 # What the page helpers read, in OHIF 3.13's DOM (the `data-cy` attributes are OHIF's own test hooks)
 THUMBNAILS = '[data-cy="study-browser-thumbnail"], [data-cy="study-browser-thumbnail-no-image"]'
+# the cine player's time slider, shown over a viewport with a 4D (dynamic) volume: 1..number of time points
+TIME_SLIDER = '[data-cy="viewport-pane"] [role="slider"][aria-orientation="horizontal"]'
 # a canvas' share of lit pixels, the spread of their grey values (0-255), and the share of strongly
 # coloured pixels (a segment or an outline over a grey MR slice)
 CANVAS_STATS_JS = """
@@ -117,6 +120,55 @@ const polylines = Array.from(svg.querySelectorAll('polyline')).map(p => {
 const lines = Array.from(svg.querySelectorAll('line:not([filter])')).map(l =>
   ['x1', 'y1', 'x2', 'y2'].map(a => Number(l.getAttribute(a))));
 return [polylines, lines];
+"""
+
+# the SOP instance the viewport shows: a stack's current image; in a volume, the image of the time point
+# shown (a dynamic volume's dimension group) whose plane holds the camera's focal point. (OHIF's "I:"
+# overlay reads a volume's imageIds by slice index, which for a 4D series can name a neighbouring slice.)
+SHOWN_INSTANCE_JS = """
+const el = document.querySelector('[data-cy="viewport-pane"] .cornerstone-viewport-element');
+const cs = window.cornerstone, vp = el && cs.getEnabledElement(el)?.viewport;
+if (!vp || !vp.getCamera) return null;
+let shown = null;
+if (vp.type === 'stack') {
+  shown = vp.getCurrentImageId();
+} else {
+  const { focalPoint: f, viewPlaneNormal: n } = vp.getCamera();
+  const volumes = vp.getAllVolumeIds().map(id => cs.cache.getVolume(id)).filter(Boolean);
+  const dynamic = volumes.find(v => v.getCurrentDimensionGroupImageIds);
+  const ids = dynamic ? dynamic.getCurrentDimensionGroupImageIds() : (volumes[0] || {}).imageIds || [];
+  let nearest = 0.5;
+  for (const id of ids) {
+    const p = (cs.metaData.get('imagePlaneModule', id) || {}).imagePositionPatient;
+    const d = p && Math.abs((p[0] - f[0]) * n[0] + (p[1] - f[1]) * n[1] + (p[2] - f[2]) * n[2]);
+    if (p && d < nearest) { nearest = d; shown = id; }
+  }
+}
+return shown ? (cs.metaData.get('instance', shown) || {}).SOPInstanceUID || null : null;
+"""
+# OHIF's display sets of the study: modality, image count, and for a series OHIF splits into a 4D
+# (dynamic) volume the tag it split by and the image count of each time point
+DISPLAY_SETS_JS = """
+return window.services.displaySetService.getActiveDisplaySets().map(d => ({
+  modality: d.Modality, images: (d.instances || []).length,
+  split: d.isDynamicVolume ? d.dynamicVolumeInfo.splittingTag : null,
+  time_points: d.isDynamicVolume ? d.dynamicVolumeInfo.timePoints.map(t => t.length) : null}));
+"""
+# counts OHIF's viewport (re)mounts (CornerstoneViewportService.setViewportData); past the limit it stops
+# passing them on, so that an endless re-mount loop (which starves the page and every WebDriver command)
+# ends and the test can report it
+REMOUNT_GUARD_JS = """
+const service = window.services.cornerstoneViewportService, limit = arguments[0];
+if (!service.remountGuard) {
+  const mount = service.setViewportData;
+  service.remountGuard = { count: 0, limit };
+  service.setViewportData = function (...args) {
+    service.remountGuard.count += 1;
+    return service.remountGuard.count > service.remountGuard.limit ? undefined : mount.apply(this, args);
+  };
+}
+service.remountGuard.count = 0;
+service.remountGuard.limit = limit;
 """
 
 
@@ -202,11 +254,56 @@ class Viewer:
                      By.CSS_SELECTOR, '[data-cy="data-row-details-primary"] [data-cy="data-row-detail-line"]')])
                 for row in rows]
 
+    def jump_to_measurement(self, row: int = 0) -> None:
+        """Clicks a measurement panel row: OHIF shows the measurement's image (in a 4D volume: its slice
+        position, at the time point shown)."""
+        rows = self.driver.find_elements(By.CSS_SELECTOR, '[data-cy^="measurement-table-row-"]')
+        rows[row].find_element(By.CSS_SELECTOR, '[data-cy="data-row-title"]').click()
+
     def panel_text(self, name: str) -> str:
         return self.driver.find_element(By.CSS_SELECTOR, f'[data-cy="{name}-panel"]').text
 
     def viewport_text(self, corner: str) -> str:
         return self.driver.find_element(By.CSS_SELECTOR, f'[data-cy="viewport-overlay-{corner}"]').text
+
+    def shown_instance(self) -> str | None:
+        """The SOP Instance UID of the image the viewport shows (in a dynamic volume: at the time point shown)."""
+        return cast(str | None, self.driver.execute_script(SHOWN_INSTANCE_JS))
+
+    def viewport_type(self) -> str | None:
+        """Cornerstone's type of the viewport: "stack", or "orthographic" for a volume viewport."""
+        return cast(str | None, self.driver.execute_script(
+            "const el = document.querySelector('[data-cy=\"viewport-pane\"] .cornerstone-viewport-element');"
+            "const vp = el && window.cornerstone.getEnabledElement(el)?.viewport; return vp ? vp.type : null;"))
+
+    def display_sets(self) -> list[dict]:
+        return cast(list[dict], self.driver.execute_script(DISPLAY_SETS_JS))
+
+    def time_point(self) -> tuple[int, int] | None:
+        """(time point shown, time points) from the cine player's time slider; None without one (not 4D)."""
+        sliders = self.driver.find_elements(By.CSS_SELECTOR, TIME_SLIDER)
+        if not sliders:
+            return None
+        return int(sliders[0].get_attribute("aria-valuenow") or 0), int(sliders[0].get_attribute("aria-valuemax") or 0)
+
+    def show_time_point(self, wanted: int) -> None:
+        """Moves the cine player's time slider (arrow keys, as a user would) to time point ``wanted``."""
+        for _ in range(16):
+            shown = self.wait(self.time_point, "the cine player's time slider")[0]
+            if shown == wanted:
+                return
+            key = Keys.ARROW_RIGHT if shown < wanted else Keys.ARROW_LEFT
+            self.driver.find_element(By.CSS_SELECTOR, TIME_SLIDER).send_keys(key)
+            self.wait(lambda: (now := self.time_point()) is not None and now[0] != shown or None,  # noqa: B023
+                      "the time slider to move")
+        raise AssertionError(f"OHIF: the time slider did not reach time point {wanted}")
+
+    def guard_remounts(self, limit: int) -> None:
+        """Counts the viewport (re)mounts from now on and cuts them off past ``limit`` (REMOUNT_GUARD_JS)."""
+        self.driver.execute_script(REMOUNT_GUARD_JS, limit)
+
+    def remounts(self) -> int:
+        return int(self.driver.execute_script("return window.services.cornerstoneViewportService.remountGuard.count"))
 
     def canvas_stats(self) -> tuple[float, float, float]:
         """(share of lit pixels, grey-level spread, share of coloured pixels) of the viewport's image."""
