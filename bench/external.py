@@ -180,7 +180,6 @@ def direct(cases: list[Path], weights: Path | None) -> list[dict[str, Any]]:
     """U-Net Dice per case, the series loaded and segmented in this process; the mask scored is
     the one the node reports (its lesions in the vertebral body the spine localiser found)."""
     from models.unet_io import segmentation_input
-    from pipeline.plausibility import keep_in_body
     from pipeline.region_growing import segment as region_growing
     from pipeline.segmentation import DEFAULT_WEIGHTS, UNetSegmenter
     from pipeline.volume import load_series
@@ -192,7 +191,7 @@ def direct(cases: list[Path], weights: Path | None) -> list[dict[str, Any]]:
         volume = load_series(sorted((case / "series").glob("*.dcm")))
         image = segmentation_input(volume.pixels)
         body = region_growing(image, volume.spacing[1:]).body.mask
-        pred = keep_in_body(segmenter.segment(image), body, volume.spacing[1:])
+        pred = segmenter.segment_in_body(image, body, volume.spacing[1:])
         rows.append({"case": case.name, "dice_unet": round(dice(pred, truth), 3)})
         print(json.dumps(rows[-1]), flush=True)
     print(json.dumps({"mean_dice_unet": round(float(np.mean([r["dice_unet"] for r in rows])), 3)}))

@@ -9,6 +9,8 @@ the padding is cropped away.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -42,6 +44,24 @@ def to_network(volume: np.ndarray, size: int = NET_SIZE) -> torch.Tensor:
     t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[:, None]
     t, _ = _pad_square(t)
     return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def network_window(shape: tuple[int, int], box: tuple[int, int, int, int], *, margin: int = 0,
+                   size: int = NET_SIZE, multiple: int = 16) -> tuple[slice, slice]:
+    """The rows and columns of the ``size`` x ``size`` network grid that cover ``box`` (row0, row1,
+    col0, col1, end exclusive, on a (rows, cols) image) plus ``margin`` grid pixels, each side a
+    multiple of ``multiple`` (the U-Net halves its input four times) and kept inside the grid."""
+    rows, cols = shape
+    side = max(rows, cols)
+    scale = size / side
+    out = []
+    for lo, hi, offset in ((box[0], box[1], (side - rows) // 2), (box[2], box[3], (side - cols) // 2)):
+        start = math.floor((lo + offset) * scale) - margin
+        stop = math.ceil((hi + offset) * scale) + margin
+        length = min(size, math.ceil((stop - start) / multiple) * multiple)
+        start = min(max(start - (length - (stop - start)) // 2, 0), size - length)
+        out.append(slice(start, start + length))
+    return out[0], out[1]
 
 
 def mask_to_network(mask: np.ndarray, size: int = NET_SIZE) -> torch.Tensor:

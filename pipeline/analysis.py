@@ -30,7 +30,7 @@ from pipeline.lesions import Lesion, find_lesions
 from pipeline.metrics import dice
 from pipeline.parameter_maps import ParameterMaps
 from pipeline.parameter_maps import compute as compute_maps
-from pipeline.plausibility import Limits, Verdict, assess, inside_fraction, keep_in_body, washout
+from pipeline.plausibility import Limits, Verdict, assess, inside_fraction, washout
 from pipeline.precision import Precision, parse_precision
 from pipeline.reasons import Reason
 from pipeline.region_growing import RegionGrowingResult
@@ -126,12 +126,13 @@ def classify(volume: Volume, image: np.ndarray, maps: ParameterMaps, marrow_leve
     return Classification(classifier.probability(cube), classifier.sha256, lesion.index, channels)
 
 
-def unet_segment(image: np.ndarray, precision: Precision) -> tuple[np.ndarray, str]:
-    """The U-Net's lesion mask of ``image`` and the checksum of the weights that made it."""
+def unet_segment(image: np.ndarray, body: np.ndarray, pixel_mm: tuple[float, float],
+                 precision: Precision) -> tuple[np.ndarray, str]:
+    """The U-Net's lesions of ``image`` in the located ``body`` and the checksum of the weights."""
     from pipeline.segmentation import get_segmenter
 
     segmenter = get_segmenter(precision=precision)
-    return segmenter.segment(image), segmenter.sha256
+    return segmenter.segment_in_body(image, body, pixel_mm), segmenter.sha256
 
 
 @contextmanager
@@ -170,8 +171,7 @@ def analyse(volume: Volume, *, use_unet: bool = True, precision: str | Precision
     unet_mask, sha = None, None
     if use_unet:
         with _timed(timings, "unet"):
-            unet_mask, sha = unet_segment(image, precision)
-            unet_mask = keep_in_body(unet_mask, rg.body.mask, (volume.spacing[1], volume.spacing[2]))
+            unet_mask, sha = unet_segment(image, rg.body.mask, (volume.spacing[1], volume.spacing[2]), precision)
     source_mask = unet_mask if unet_mask is not None else rg.mask
     with _timed(timings, "lesions"):
         lesions = find_lesions(source_mask, volume, image, rg.marrow_level)

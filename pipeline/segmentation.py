@@ -2,10 +2,14 @@
 
 The fast path is the default: channels-last tensors and bf16 autocast on the CPU (measured in
 ``bench/unet.py``); ``precision="fp32"`` switches back to plain fp32 (:class:`pipeline.precision.Precision`).
+The node reports only the lesions that lie in the located vertebral body, so the network runs on
+the window of its grid around that body plus :data:`CONTEXT_MM` (:meth:`UNetSegmenter.segment_in_body`),
+a fifth to a third of the 512x512 grid; the whole slices when no body was found.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +17,24 @@ import torch
 
 from models import weights
 from models.unet import AttentionResUNet
-from models.unet_io import from_network, normalise, to_network
+from models.unet_io import from_network, network_window, normalise, to_network
 from pipeline.per_process import PerProcess
+from pipeline.plausibility import keep_in_body
 from pipeline.precision import Precision, resolve
 
 DEFAULT_WEIGHTS = weights.WEIGHTS_DIR / "unet.pt"
+CONTEXT_MM = 30.0  # around the body: a primary tumour breaking the cortex, and the network's context
+
+
+def body_box(body: np.ndarray, pixel_mm: tuple[float, float], margin_mm: float) -> tuple[int, int, int, int] | None:
+    """(row0, row1, col0, col1) of the (slices, rows, cols) body mask on any slice, grown by
+    ``margin_mm`` and kept inside the image; None when the mask is empty."""
+    rows, cols = np.flatnonzero(body.any(axis=(0, 2))), np.flatnonzero(body.any(axis=(0, 1)))
+    if not rows.size:
+        return None
+    mr, mc = math.ceil(margin_mm / pixel_mm[0]), math.ceil(margin_mm / pixel_mm[1])
+    return (max(int(rows[0]) - mr, 0), min(int(rows[-1]) + 1 + mr, body.shape[1]),
+            max(int(cols[0]) - mc, 0), min(int(cols[-1]) + 1 + mc, body.shape[2]))
 
 
 class UNetSegmenter:
@@ -31,17 +48,30 @@ class UNetSegmenter:
         self.batch = batch
 
     @torch.no_grad()
-    def probabilities(self, image: np.ndarray) -> np.ndarray:
-        """(slices, rows, cols) post-contrast image -> lesion probability, same shape."""
-        x = to_network(normalise(image)).contiguous(memory_format=torch.channels_last)
+    def probabilities(self, image: np.ndarray, window: tuple[slice, slice] | None = None) -> np.ndarray:
+        """(slices, rows, cols) post-contrast image -> lesion probability, same shape. With a
+        ``window`` of the network grid (:func:`models.unet_io.network_window`) the network sees
+        only that window (intensities still scaled by the whole volume) and the rest is 0."""
+        x = to_network(normalise(image))
+        rows, cols = window or (slice(None), slice(None))
+        part = x[:, :, rows, cols].contiguous(memory_format=torch.channels_last)
         out = []
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision is Precision.BF16):
-            for i in range(0, len(x), self.batch):
-                out.append(torch.softmax(self.model(x[i:i + self.batch]).float(), dim=1)[:, 1])
-        return from_network(torch.cat(out), image.shape[1:])
+            for i in range(0, len(part), self.batch):
+                out.append(torch.softmax(self.model(part[i:i + self.batch]).float(), dim=1)[:, 1])
+        prob = torch.zeros(x.shape[0], *x.shape[2:])
+        prob[:, rows, cols] = torch.cat(out)
+        return from_network(prob, image.shape[1:])
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         return self.probabilities(image) >= 0.5
+
+    def segment_in_body(self, image: np.ndarray, body: np.ndarray, pixel_mm: tuple[float, float]) -> np.ndarray:
+        """The mask the node reports: the U-Net's lesions that lie in the located vertebral body
+        (:func:`pipeline.plausibility.keep_in_body`), the network run on the window around it."""
+        box = body_box(body, pixel_mm, CONTEXT_MM)
+        window = None if box is None else network_window(image.shape[1:], box)
+        return keep_in_body(self.probabilities(image, window) >= 0.5, body, pixel_mm)
 
 
 _SEGMENTERS: PerProcess[UNetSegmenter] = PerProcess(lambda path, precision: UNetSegmenter(path, precision=precision))

@@ -22,7 +22,6 @@ from models.unet_io import segmentation_input
 from phantom import generate_study
 from phantom.params import SLICE_THICKNESS_MM
 from pipeline.metrics import segmentation_scores
-from pipeline.plausibility import keep_in_body
 from pipeline.region_growing import segment as region_growing
 from pipeline.segmentation import UNetSegmenter
 from training.errors import TrainingError
@@ -88,7 +87,7 @@ def evaluate(studies: int, out: Path, *, seed: int = HELD_OUT_SEED, phases: int 
     for s in tqdm(range(seed, seed + studies), desc=f"held-out {look} phantoms", unit="study"):
         image, mask, px, about = held_out_study(look, s, phases)
         rg = region_growing(image, (px, px))
-        preds = {"unet": keep_in_body(segmenter.segment(image), rg.body.mask, (px, px)), "region_growing": rg.mask}
+        preds = {"unet": segmenter.segment_in_body(image, rg.body.mask, (px, px)), "region_growing": rg.mask}
         row = {"seed": s, **about}
         for method, pred in preds.items():
             for metric, value in segmentation_scores(pred, mask).items():

@@ -10,7 +10,7 @@ import torch
 
 from models import weights
 from models.unet import AttentionGate, AttentionResUNet, ResidualBlock
-from models.unet_io import from_network, mask_to_network, segmentation_input, to_network
+from models.unet_io import from_network, mask_to_network, network_window, segmentation_input, to_network
 from training.errors import CheckpointMismatchError
 from training.train_unet import TrainConfig, train
 
@@ -61,6 +61,23 @@ def test_io_round_trip_keeps_geometry_for_non_square_matrices() -> None:
     back = from_network(net.float(), (256, 192)) >= 0.5
     assert back.shape == mask.shape and (back ^ mask).sum() < 0.05 * mask.sum()
     assert to_network(np.ones((2, 256, 192), dtype=np.float32)).shape == (2, 1, 512, 512)
+
+
+@pytest.mark.parametrize(("shape", "box"), [((256, 192), (100, 140, 60, 120)), ((512, 512), (0, 40, 470, 512)),
+                                            ((320, 320), (0, 320, 0, 320)), ((384, 384), (190, 191, 10, 11))])
+def test_network_window_covers_the_box_in_multiples_of_16(shape: tuple[int, int], box: tuple[int, ...]) -> None:
+    rows, cols = network_window(shape, box, margin=8)
+    side = max(shape)
+    marked = np.zeros(shape, dtype=np.float32)
+    marked[box[0]:box[1], box[2]:box[3]] = 1.0
+    grid = to_network(marked[None])[0, 0].numpy()
+    inside = np.zeros_like(grid, dtype=bool)
+    inside[rows, cols] = True
+    assert grid[~inside].max(initial=0.0) == 0.0  # the window holds every grid pixel the box touches
+    for s in (rows, cols):
+        assert 0 <= s.start < s.stop <= 512 and (s.stop - s.start) % 16 == 0
+    if side == 320 and box[1] == 320:
+        assert (rows, cols) == (slice(0, 512), slice(0, 512))
 
 
 def test_segmentation_input_uses_the_post_contrast_peak() -> None:
@@ -116,3 +133,27 @@ def test_site_folder_of_dicom_and_seg_gives_the_same_masks(tmp_path: Path) -> No
         pixels, mask = found[f"study_{seed}"]
         assert pixels.shape == study.pixels.shape
         assert np.array_equal(mask, study.mask)
+
+
+def test_the_window_around_the_body_gives_the_whole_slices_answer() -> None:
+    """The node runs the U-Net only around the located body; its mask matches the whole-slice
+    run's (both kept to the body), and without a body the whole slices are used."""
+    from phantom import generate_study
+    from pipeline.plausibility import keep_in_body
+    from pipeline.region_growing import segment as region_growing
+    from pipeline.segmentation import UNetSegmenter, body_box
+
+    study = generate_study(900002, phases=1, matrix=(256, 256))
+    image = segmentation_input(study.pixels).astype(np.float32)
+    px = (study.params.pixel_spacing_mm,) * 2
+    body = region_growing(image, px).body.mask
+    segmenter = UNetSegmenter(precision="fp32")
+    whole = keep_in_body(segmenter.segment(image), body, px)
+    windowed = segmenter.segment_in_body(image, body, px)
+    assert whole.sum() > 100 and 2 * (whole & windowed).sum() / (whole.sum() + windowed.sum()) > 0.97
+    assert body_box(np.zeros_like(body), px, 30.0) is None  # no body: whole slices
+    top, bottom, left, right = body_box(body, px, 30.0)
+    rows, cols = np.flatnonzero(body.any(axis=(0, 2))), np.flatnonzero(body.any(axis=(0, 1)))
+    margin = int(np.ceil(30.0 / px[0]))
+    assert (top, bottom) == (max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, 256))
+    assert (left, right) == (max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, 256))
