@@ -1,11 +1,14 @@
-"""Coverage of the plausibility checks on the project's own held-out phantoms (classic look).
+"""Coverage of the plausibility checks on the project's own held-out phantoms.
 
     .venv/bin/python -m bench.coverage --studies 10 --seed 900000
+    .venv/bin/python -m bench.coverage --studies 20 --seed 900000 --look randomised   # the shifted look
 
 Each study is analysed in this process (`pipeline.analyse`, fp32 U-Net); printed per study: the
 truth, the finding the SR would code (metastasis, primary or indeterminate) with its reasons and
 P(metastasis); then coverage (share with a coded diagnosis) and the counts of right and wrong coded
-diagnoses. DESIGN.md asks for at least 70 % coverage on in-distribution data.
+diagnoses. DESIGN.md asks for at least 70 % coverage on in-distribution data. Classic studies are
+written as DICOM and read back as the node reads them; randomised ones (``phantom.randomised``, no
+DICOM writer) become a :class:`pipeline.volume.Volume` directly, 3 mm slices.
 """
 
 from __future__ import annotations
@@ -15,40 +18,75 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from phantom import generate_study, write_study
+from phantom.params import SLICE_THICKNESS_MM
 from pipeline.analysis import analyse
 from pipeline.errors import InputRejected
-from pipeline.volume import load_series
+from pipeline.volume import Volume, load_series
+
+
+def classic(seed: int, matrix: tuple[int, int], tmp: Path) -> tuple[Volume, str]:
+    study = generate_study(seed, matrix=matrix)
+    folder = write_study(study, tmp)
+    return load_series(sorted((folder / "series").glob("*.dcm"))), study.params.label_name
+
+
+def randomised(seed: int) -> tuple[Volume, str]:
+    from phantom.randomised import generate_randomised
+
+    r = generate_randomised(seed)
+    slices = r.pixels.shape[1]
+    px = float(r.meta["pixel_mm"])
+    volume = Volume(pixels=r.pixels.astype(np.float32), spacing=(SLICE_THICKNESS_MM, px, px),
+                    positions=np.array([[0.0, 0.0, SLICE_THICKNESS_MM * k] for k in range(slices)]),
+                    orientation=(1, 0, 0, 0, 1, 0), sop_instance_uids=(tuple(f"1.2.3.{k}" for k in range(slices)),),
+                    study_uid="1.2.3", series_uid="1.2.3.4")
+    return volume, "metastasis" if r.label else "primary"
+
+
+def auc(rows: list[dict], key: str) -> float | None:
+    """AUC of ``key`` against the truth over the studies the node analysed (the node's own
+    segmentation, not the truth mask); None when one class is missing."""
+    from sklearn.metrics import roc_auc_score
+
+    scored = [(r["truth"] == "metastasis", r[key]) for r in rows if r.get(key) is not None]
+    if len({y for y, _ in scored}) < 2:
+        return None
+    return round(float(roc_auc_score([y for y, _ in scored], [p for _, p in scored])), 3)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--studies", type=int, default=10)
     parser.add_argument("--seed", type=int, default=900000, help="first held-out seed (training never uses 900000+)")
-    parser.add_argument("--matrix", default="256x256")
+    parser.add_argument("--matrix", default="256x256", help="classic look only")
+    parser.add_argument("--look", choices=("classic", "randomised"), default="classic")
     args = parser.parse_args()
     rows, cols = (int(v) for v in args.matrix.split("x"))
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seed, args.seed + args.studies):
-            study = generate_study(seed, matrix=(rows, cols))
-            folder = write_study(study, Path(tmp))
-            row: dict = {"seed": seed, "truth": study.params.label_name}
+            volume, truth = classic(seed, (rows, cols), Path(tmp)) if args.look == "classic" else randomised(seed)
+            row: dict = {"seed": seed, "truth": truth}
             try:
-                a = analyse(load_series(sorted((folder / "series").glob("*.dcm"))), precision="fp32")
+                a = analyse(volume, precision="fp32")
             except InputRejected as exc:
                 row |= {"finding": None, "reasons": [str(exc.reason)]}
             else:
                 verdict = a.verdict.summary() if a.verdict else {"finding": None, "reasons": []}
                 p = a.classification.probability_metastasis if a.classification else None
-                row |= verdict | {"p_metastasis": None if p is None else round(p, 3)}
+                rad = a.radiomics["probability_metastasis"] if a.radiomics else None
+                row |= verdict | {"p_metastasis": None if p is None else round(p, 3), "p_radiomics": rad}
             row["wrong"] = row["finding"] in ("metastasis", "primary") and row["finding"] != row["truth"]
             results.append(row)
             print(json.dumps(row), flush=True)
     coded = [r for r in results if r["finding"] in ("metastasis", "primary")]
     print(json.dumps({"studies": len(results), "coverage": round(len(coded) / max(len(results), 1), 3),
                       "correct_coded": sum(not r["wrong"] for r in coded),
-                      "wrong_coded": sum(r["wrong"] for r in results)}))
+                      "wrong_coded": sum(r["wrong"] for r in results),
+                      "auc_classifier": auc(results, "p_metastasis"), "auc_radiomics": auc(results, "p_radiomics")}))
     return 0
 
 

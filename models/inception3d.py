@@ -16,6 +16,7 @@ residual block is followed by squeeze-and-excitation channel attention.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -145,3 +146,28 @@ class InceptionResNet3D(nn.Module):
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """P(metastasis) per input (class 1 of {primary, metastasis})."""
         return torch.softmax(self.forward(x), dim=1)[:, 1]
+
+
+class Ensemble(nn.Module):
+    """Several classifiers trained apart (other data, other seeds) saved as one file with one
+    checksum; P(metastasis) is the mean of theirs, which is better calibrated on images unlike
+    the training data than any one member (``models/cards/classifier.md``)."""
+
+    def __init__(self, members: int = 2, **kwargs: Any) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(InceptionResNet3D(**kwargs) for _ in range(members))
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        nets = cast(list[InceptionResNet3D], list(self.members))
+        return torch.stack([net.predict_proba(x) for net in nets]).mean(dim=0)
+
+
+Classifier3D = InceptionResNet3D | Ensemble
+
+
+def for_state(state: dict[str, torch.Tensor]) -> Classifier3D:
+    """An untrained network shaped like ``state``: an :class:`Ensemble` of as many members as it
+    holds, or one :class:`InceptionResNet3D` (what ``spinenode train-classifier`` writes)."""
+    members = {key.split(".")[1] for key in state if key.startswith("members.")}
+    return Ensemble(len(members)) if members else InceptionResNet3D()

@@ -37,6 +37,14 @@ def save(model: nn.Module, path: Path, meta: dict[str, Any]) -> str:
 
 def load_into(model: nn.Module, path: Path) -> str:
     """Verify ``path`` against its ``.sha256`` file, load it into ``model``; returns the digest."""
+    state, digest = verified_state(path)
+    model.load_state_dict(state)
+    return digest
+
+
+def verified_state(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict in ``path`` (floats as fp32) once its SHA-256 matches its ``.sha256`` file,
+    and that digest; raises :class:`WeightsError` when either file is missing or they differ."""
     path = Path(path)
     check = Path(f"{path}.sha256")
     if not path.exists() or not check.exists():
@@ -46,5 +54,4 @@ def load_into(model: nn.Module, path: Path) -> str:
     if digest != expected:
         raise WeightsError(f"weights {path} have SHA-256 {digest}, expected {expected}: refusing to load")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    return digest
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, digest

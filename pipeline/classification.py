@@ -1,7 +1,8 @@
 """Classifier inference for the worker: metastasis vs primary malignant bone tumour per study.
 
-The 3D Inception-ResNet + SE network (``models/inception3d.py``) sees the cube around the largest
-lesion (``pipeline/cube.py``); its weights are loaded once per process, checksum first. The study's
+The 3D Inception-ResNet + SE network (``models/inception3d.py``; the shipped file is an ensemble of
+two such networks whose probabilities are averaged) sees the cube around the largest lesion
+(``pipeline/cube.py``); its weights are loaded once per process, checksum first. The study's
 class is the more probable of the two; P(metastasis) is reported beside it.
 """
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from models import weights
-from models.inception3d import InceptionResNet3D
+from models.inception3d import for_state
 from pipeline.per_process import PerProcess
 
 DEFAULT_WEIGHTS = weights.WEIGHTS_DIR / "classifier.pt"
@@ -44,8 +45,9 @@ class Classification:
 
 class Classifier:
     def __init__(self, path: Path = DEFAULT_WEIGHTS) -> None:
-        self.model = InceptionResNet3D()
-        self.sha256 = weights.load_into(self.model, path)
+        state, self.sha256 = weights.verified_state(path)
+        self.model = for_state(state)  # one network, or an ensemble averaged
+        self.model.load_state_dict(state)
         self.model.eval()
 
     def probability(self, cube: np.ndarray) -> float:

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from models import weights
-from models.inception3d import InceptionResNet3D
+from models.inception3d import Classifier3D, InceptionResNet3D
 from pipeline.cube import CHANNELS
 from pipeline.volume import Volume
 from training.classifier_data import CubeSet, look_items, phantom_cubes, site_items
@@ -95,7 +95,7 @@ def train_network(data: CubeSet, cfg: TrainConfig, desc: str = "train") -> Incep
 
 
 @torch.no_grad()
-def predict(model: InceptionResNet3D, cubes: torch.Tensor, batch: int = 32) -> np.ndarray:
+def predict(model: Classifier3D, cubes: torch.Tensor, batch: int = 32) -> np.ndarray:
     model.eval()
     return torch.cat([model.predict_proba(cubes[i:i + batch].float()) for i in range(0, len(cubes), batch)]).numpy()
 
@@ -159,7 +159,7 @@ def cached_cubes(work: Path, look: str, seeds: range, *, phases: int | None = No
     return data
 
 
-def held_out(model: InceptionResNet3D, cfg: TrainConfig, work: Path, figure: Path | None) -> dict[str, Any]:
+def held_out(model: Classifier3D, cfg: TrainConfig, work: Path, figure: Path | None) -> dict[str, Any]:
     """Classifier and radiomics model on held-out phantoms, per mode; ROC curves of both."""
     results: dict[str, Any] = {}
     curves = {}

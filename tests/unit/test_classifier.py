@@ -103,3 +103,29 @@ def test_reliability_bins_compare_prediction_with_outcome() -> None:
     assert [b["studies"] for b in curve] == [2, 2, 2]
     assert curve[0] == {"bin": "0.0-0.2", "studies": 2, "mean_predicted": 0.1, "observed_metastasis": 0.0}
     assert curve[1]["observed_metastasis"] == 0.5 and curve[2]["mean_predicted"] == 0.9
+
+
+def test_an_ensemble_file_averages_its_members(tiny_set: CubeSet, tmp_path: Path) -> None:
+    """Two trained networks combined into one file (one checksum) give the mean of their
+    probabilities through the node's Classifier; a one-network file still loads as before."""
+    from models import weights
+    from training.ensemble import combine, main
+
+    paths = []
+    for seed in (1, 2):
+        net = train_network(tiny_set, TrainConfig(steps=1, batch=4, seed=seed), desc="test")
+        paths.append(tmp_path / f"net{seed}.pt")
+        weights.save(net, paths[-1], {"data": f"tiny seed {seed}", "steps": 1})
+    cubes = tiny_set.cubes[:3].float()
+    singles = [Classifier(p) for p in paths]
+    each = np.array([[c.probability(cube.numpy()) for cube in cubes] for c in singles])
+    assert main([str(paths[0]), str(paths[1]), "--out", str(tmp_path / "both.pt")]) == 0
+    both = Classifier(tmp_path / "both.pt")
+    assert len(both.model.members) == 2  # type: ignore[union-attr]
+    got = np.array([both.probability(cube.numpy()) for cube in cubes])
+    np.testing.assert_allclose(got, each.mean(axis=0), atol=2e-3)  # fp16 storage
+    assert not np.allclose(each[0], each[1], atol=1e-3)  # the members differ: the mean is a real mean
+    three = combine([tmp_path / "both.pt", paths[0]])
+    assert len(three.members) == 3
+    meta = (tmp_path / "both.pt.json").read_text()
+    assert weights.sha256_file(paths[1]) in meta and "tiny seed 2" in meta

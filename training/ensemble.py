@@ -1,0 +1,71 @@
+"""Classifier weights combined into one ensemble file: ``python -m training.ensemble A.pt B.pt --out C.pt``.
+
+Each input is a file ``spinenode train-classifier --out`` wrote (one network) or an ensemble; the
+output holds every network, P(metastasis) being their mean (:class:`models.inception3d.Ensemble`),
+with one checksum and a ``.json`` naming each member's checksum and training data. With ``--work``
+(the cube caches of ``spinenode train-classifier``) the ensemble is scored on the held-out phantoms
+as ``train-classifier`` scores one network, and the report is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+
+from models import weights
+from models.inception3d import Ensemble, InceptionResNet3D, for_state
+
+
+def members_of(path: Path) -> list[InceptionResNet3D]:
+    """The networks in one weights file (checksum verified)."""
+    state, _ = weights.verified_state(path)
+    model = for_state(state)
+    model.load_state_dict(state)
+    return cast(list[InceptionResNet3D], list(model.members)) if isinstance(model, Ensemble) else [model]
+
+
+def combine(paths: list[Path]) -> Ensemble:
+    networks = [net for path in paths for net in members_of(path)]
+    ensemble = Ensemble(len(networks))
+    for slot, net in zip(ensemble.members, networks, strict=True):
+        slot.load_state_dict(net.state_dict())
+    return ensemble.eval()
+
+
+def _member_meta(path: Path) -> dict[str, Any]:
+    meta_file = Path(f"{path}.json")
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    return {"file": path.name, "sha256": weights.sha256_file(path), "data": meta.get("data"),
+            "steps": meta.get("steps")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("inputs", type=Path, nargs="+", help="classifier weights files (with .sha256 beside)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--work", type=Path, default=None, help="cube caches: score on the held-out phantoms")
+    parser.add_argument("--held-out-randomised", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    members = [_member_meta(p) for p in args.inputs]  # before --out may overwrite one of them
+    ensemble = combine(args.inputs)
+    meta = {"model": "Ensemble of InceptionResNet3D", "members": members, "in_channels": 5, "width": 4,
+            "torch": torch.__version__}
+    result: dict[str, Any] = {"sha256": weights.save(ensemble, args.out, meta), "members": members}
+    if args.work is not None:
+        from training.train_classifier import TrainConfig, held_out
+
+        cfg = TrainConfig(held_out_randomised=args.held_out_randomised)
+        result["held_out"] = held_out(ensemble, cfg, args.work, None)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
