@@ -84,16 +84,19 @@ class Sender:
             self._failed(items, str(exc))
             log.warning("send_failed", destination=dest.name, items=len(items), error=str(exc))
             return 0
-        ok = [i for i, r in zip(items, results, strict=True) if _ok(r.status)]
+        ok = [(i, r.status) for i, r in zip(items, results, strict=True) if _ok(r.status)]
         bad = [(i, r.status) for i, r in zip(items, results, strict=True) if not _ok(r.status)]
         if ok:
             with self.sessions.begin() as session:
-                session.execute(update(OutboxItem).where(OutboxItem.id.in_([i.id for i in ok]))
+                session.execute(update(OutboxItem).where(OutboxItem.id.in_([i.id for i, _ in ok]))
                                 .values(state=OutboxState.SENT, sent_at=utcnow(), last_error=None,
                                         attempts=OutboxItem.attempts + 1))
-            for item in ok:
+            for item, status in ok:
                 log.info("result_sent", destination=dest.name, sop_instance_uid=item.sop_instance_uid,
                          sop_class_uid=item.sop_class_uid)
+                if status:  # stored, with a warning (e.g. 0xB000: elements coerced): sent, but say so
+                    log.warning("result_sent_with_warning", destination=dest.name,
+                                sop_instance_uid=item.sop_instance_uid, status=hex(status))
         for item, status in bad:
             self._failed([item], f"status {'none' if status is None else hex(status)}")
             log.warning("send_refused", destination=dest.name, sop_instance_uid=item.sop_instance_uid,

@@ -144,6 +144,16 @@ PHI_PATTERNS = (re.compile(r"PHANTOM\^"), re.compile(r"\bPH\d{8}\b"), re.compile
 
 
 @pytest.fixture(scope="session", autouse=True)
+def no_spinenode_variables() -> Iterator[None]:
+    """A ``SPINENODE_*`` variable in the shell that runs the tests would reconfigure every node,
+    worker and CLI the tests start as subprocesses (their environment is this one): the suite runs
+    without them, and keeps the rest of the environment (mutation tools pass their state in it)."""
+    saved = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith("SPINENODE_")}
+    yield
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def no_patient_identifiers_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """After the whole suite: no log written by a node (JSON lines, serve and Orthanc logs) may
     contain a patient name, ID or birth date."""

@@ -39,12 +39,16 @@ class Orthanc:
     def get(self, path: str) -> object:
         return json.loads(self.get_bytes(path))
 
-    def get_bytes(self, path: str) -> bytes:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}")
+    def get_bytes(self, path: str, data: bytes | None = None) -> bytes:
+        """GET ``path`` of the REST API, or POST ``data`` to it."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data)
         token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         req.add_header("Authorization", f"Basic {token}")
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.read()
+
+    def post(self, path: str, body: str) -> object:
+        return json.loads(self.get_bytes(path, body.encode()))
 
     def alive(self) -> bool:
         try:

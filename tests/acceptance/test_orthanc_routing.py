@@ -51,6 +51,11 @@ class Env:
             helpers.free_port = original
         return self.orthanc
 
+    def node_events(self) -> list[str]:
+        """The events of the node's JSON log, in order."""
+        path = self.tmp / "var" / "logs" / "spinenode.jsonl"
+        return [json.loads(line)["event"] for line in path.read_text().splitlines()]
+
     def status(self) -> dict:
         out = subprocess.run([sys.executable, "-m", "dicomnode", "status", "--config", str(self.config), "--json"],
                              capture_output=True, text=True, check=True)
@@ -110,9 +115,16 @@ def test_routed_study_gets_seg_sr_and_key_image_under_the_same_patient(env: Env,
     assert {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.34",
             "1.2.840.10008.5.1.4.1.1.7"} <= classes
 
-    # the same study again: Orthanc routes it again, the node makes no new job and no duplicate
-    storescu(folder, orthanc.dicom_port)
-    time.sleep(8)
+    # the series routed again (Orthanc fires OnStableSeries once per series, so an administrator's
+    # re-send through its REST API): the node acknowledges each copy as a duplicate, makes no new job
+    # and sends nothing twice. First the positive evidence that every copy reached the node, then
+    # the negatives.
+    def duplicates() -> int:
+        return env.node_events().count("instance_duplicate")
+
+    (mr,) = [x for x in series if x["MainDicomTags"]["Modality"] == "MR"]
+    orthanc.post("/modalities/spinenode/store", mr["ID"])
+    wait_for(lambda: duplicates() == len(mr["Instances"]), timeout=60)
     again = by_study(orthanc, source.StudyInstanceUID)
     assert sorted(len(x["Instances"]) for x in again) == sorted(len(x["Instances"]) for x in series)
     assert len(again) == 4

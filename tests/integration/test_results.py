@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,25 +35,25 @@ SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 class FakePacs:
     """A Storage SCP that keeps what it receives (and can answer with a failure status)."""
 
-    def __init__(self, port: int = 0, status: int = 0x0000) -> None:
+    def __init__(self, port: int = 0, status: int = 0x0000, ssl_context: ssl.SSLContext | None = None) -> None:
         self.received: list[pydicom.Dataset] = []
         self.status = status
         self.lock = threading.Lock()
         ae = AE(ae_title="PACS")
         for cx in AllStoragePresentationContexts:
             ae.add_supported_context(cx.abstract_syntax)
-        self.server = ae.start_server(("127.0.0.1", port), block=False,
+        self.server = ae.start_server(("127.0.0.1", port), block=False, ssl_context=ssl_context,
                                       evt_handlers=[(evt.EVT_C_STORE, self._store)])
         self.port = self.server.server_address[1]
 
     def _store(self, event) -> int:  # noqa: ANN001
-        if self.status:
-            return self.status
+        if self.status and not 0xB000 <= self.status <= 0xBFFF:
+            return self.status  # a failure: nothing kept
         ds = event.dataset
         ds.file_meta = event.file_meta
         with self.lock:
             self.received.append(ds)
-        return 0x0000
+        return self.status  # 0x0000, or a warning: stored all the same
 
     def stop(self) -> None:
         self.server.shutdown()

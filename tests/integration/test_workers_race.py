@@ -40,7 +40,7 @@ def test_two_worker_processes_race_for_one_queue(database_url, node_factory, ser
 
     node = node_factory(worker={"workers": 0}, **({"database": {"url": database_url}} if database_url else {}))
     assert node.engine.dialect.name == ("postgresql" if database_url else "sqlite")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPINENODE_")} | {"PYTHONPATH": str(REPO)}
+    env = os.environ | {"PYTHONPATH": str(REPO)}  # without SPINENODE_* (tests/conftest.py)
     assert node.cfg.source is not None
     workers = [subprocess.Popen([sys.executable, "-m", "dicomnode", "worker", "--config", str(node.cfg.source)],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]

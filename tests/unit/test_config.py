@@ -119,3 +119,11 @@ def test_a_dicomweb_destination(tmp_path: Path) -> None:
     (dest,) = cfg.destinations
     assert (dest.kind, dest.url, dest.username, dest.ae_title, dest.port) == (
         "dicomweb", "https://pacs.example/dicom-web", "u", "", 0)
+
+
+def test_the_suite_runs_without_spinenode_variables() -> None:
+    """``tests/conftest.py`` takes every SPINENODE_* variable out of the environment the tests and
+    their subprocesses see (run the suite with one set to check: this test would fail without it)."""
+    import os
+
+    assert not [name for name in os.environ if name.startswith("SPINENODE_")]
