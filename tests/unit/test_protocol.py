@@ -7,7 +7,7 @@ import math
 import pytest
 
 from dicomnode.config import ProtocolConfig
-from dicomnode.protocol import Outcome, SliceInfo, axial_angle_deg, evaluate
+from dicomnode.protocol import Outcome, SliceInfo, axial_angle_deg, evaluate, is_post_contrast, is_vibe_family
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 CFG = ProtocolConfig()
@@ -179,3 +179,130 @@ def test_axial_angle() -> None:
     assert axial_angle_deg(axial(15)) == pytest.approx(15)
     assert axial_angle_deg([0, 1, 0, 0, 0, -1]) == pytest.approx(90)
     assert axial_angle_deg([1, 0, 0, 1, 0, 0]) is None
+
+
+BARE = {"MRAcquisitionType": None, "ScanningSequence": None, "SequenceName": None, "SeriesDescription": "ax"}
+
+
+@pytest.mark.parametrize("attrs", [
+    {"MRAcquisitionType": "3D", "ScanningSequence": "GR"},
+    {"MRAcquisitionType": "3d", "ScanningSequence": "gr"},
+    {"MRAcquisitionType": "3D", "ScanningSequence": ["IR", "GR"]},
+    {"MRAcquisitionType": "3D", "ScanningSequence": "SE\\GR"},
+    {"MRAcquisitionType": "2D", "ScanningSequence": "GR", "SequenceName": "*FL3D1"},
+    {"MRAcquisitionType": "2D", "ScanningSequence": ["IR", "GR"], "SequenceName": "*fl3d1"},
+    {"SeriesDescription": "AX LAVA+C"},
+    {"SeriesDescription": "t1_VIBE_tra"},
+])
+def test_recognised_as_vibe_family(attrs: dict) -> None:
+    assert is_vibe_family(BARE | attrs, CFG)
+
+
+@pytest.mark.parametrize("attrs", [
+    {},
+    {"MRAcquisitionType": "3D", "ScanningSequence": "SE"},
+    {"MRAcquisitionType": "3D", "ScanningSequence": ["SE", "IR"]},
+    {"MRAcquisitionType": "2D", "ScanningSequence": "GR"},
+    {"MRAcquisitionType": "2D", "ScanningSequence": "SE", "SequenceName": "*fl3d1"},
+    {"MRAcquisitionType": "2D", "ScanningSequence": "GR", "SequenceName": "*tse2d1_15"},
+])
+def test_not_vibe_family(attrs: dict) -> None:
+    assert not is_vibe_family(BARE | attrs, CFG)
+
+
+@pytest.mark.parametrize(("agent", "description", "expected"), [
+    ("Gd-DTPA", "t1_vibe_tra", True),
+    (["Gd", "DTPA"], "t1_vibe_tra", True),
+    ("  ", "t1_vibe_tra", False),
+    (None, "t1_vibe_tra", False),
+    (None, "T1 VIBE POST", True),
+])
+def test_post_contrast_from_the_agent_or_the_description(agent: object, description: str, expected: bool) -> None:
+    attrs = {"ContrastBolusAgent": agent, "SeriesDescription": description}
+    assert is_post_contrast(attrs, CFG) is expected
+
+
+def test_the_modality_is_matched_in_any_case() -> None:
+    assert verdict({"Modality": "mr"}).outcome is Outcome.COMPLETE
+
+
+def test_enhanced_mr_images_are_analysed() -> None:
+    assert verdict(classes=("1.2.840.10008.5.1.4.1.1.4.1",)).outcome is Outcome.COMPLETE
+
+
+def test_a_series_of_classic_and_enhanced_mr_images_is_analysed() -> None:
+    assert verdict(classes=(MR, "1.2.840.10008.5.1.4.1.1.4.1")).outcome is Outcome.COMPLETE
+
+
+def test_not_mr_names_the_modality_and_the_sop_class_count() -> None:
+    v = verdict({"Modality": "CT"}, classes=("1.2.840.10008.5.1.4.1.1.2", MR))
+    assert v.reasons == ("not_mr_image",) and v.detail == "modality CT, 2 SOP class(es)"
+
+
+def test_no_modality_and_no_sop_class_is_ignored() -> None:
+    v = verdict({"Modality": None}, classes=())
+    assert v.outcome is Outcome.IGNORED and v.detail == "modality absent, 0 SOP class(es)"
+
+
+def test_an_mr_series_without_sop_classes_is_ignored() -> None:
+    assert verdict(classes=()).reasons == ("not_mr_image",)
+
+
+def test_not_vibe_family_explains_itself() -> None:
+    v = verdict(BARE)
+    assert v.reasons == ("not_vibe_family",) and v.detail == "not a 3D gradient-echo (VIBE-family) acquisition"
+
+
+def test_the_axial_limit_itself_is_accepted() -> None:
+    limit = axial_angle_deg(axial(20.0))
+    assert limit is not None
+    cfg = ProtocolConfig(max_axial_angle_deg=limit)
+    assert evaluate(VIBE, (MR,), stack(tilt=20.0), cfg).outcome is Outcome.COMPLETE
+
+
+def test_orientation_detail_gives_the_angle() -> None:
+    v = verdict(slices=stack(tilt=45.0))
+    assert v.reasons == ("orientation",) and v.detail == "slice normal 45.0 deg from axial"
+
+
+def test_the_orientation_is_read_from_the_first_slice_that_has_one() -> None:
+    slices = stack(tilt=45.0)
+    slices[0] = SliceInfo(position=slices[0].position, orientation=None)
+    assert verdict(slices=slices).reasons == ("orientation", "missing_geometry")
+
+
+def test_no_orientation_at_all_is_unknown_orientation() -> None:
+    slices = [SliceInfo(position=s.position, orientation=None) for s in stack()]
+    v = verdict(slices=slices)
+    assert v.reasons == ("orientation", "missing_geometry")
+    assert v.detail == "orientation unknown; an instance lacks ImagePositionPatient/Orientation"
+
+
+def test_every_reason_and_detail_is_kept_in_order() -> None:
+    v = verdict({"ContrastBolusAgent": None, "SeriesDescription": "t1_vibe_tra"}, stack(n=11, tilt=45.0))
+    assert v.reasons == ("orientation", "no_contrast", "slice_count") and v.reason == "orientation"
+    assert v.detail == ("slice normal 45.0 deg from axial; "
+                        "no ContrastBolusAgent and no contrast pattern in the description; phase 1: 11 of 12 slices")
+
+
+def test_a_complete_verdict_has_no_reason_and_counts_phases_and_slices() -> None:
+    v = verdict({"NumberOfTemporalPositions": 5}, stack(phases=5))
+    assert v.reasons == () and v.reason == ""
+    assert v.detail == "5 phase(s) x 12 slices"
+
+
+@pytest.mark.parametrize("value", [None, "", "abc", [1, 2]])
+def test_an_unusable_number_of_temporal_positions_means_one(value: object) -> None:
+    v = verdict({"NumberOfTemporalPositions": value})
+    assert v.outcome is Outcome.COMPLETE and v.phases == 1
+
+
+def test_the_number_of_temporal_positions_may_be_text() -> None:
+    v = verdict({"NumberOfTemporalPositions": "2"}, stack(phases=2))
+    assert v.outcome is Outcome.COMPLETE and v.phases == 2
+    assert verdict({"NumberOfTemporalPositions": "2"}).reasons == ("phase_count",)
+
+
+def test_feet_first_and_head_first_axial_slices_are_both_axial() -> None:
+    assert axial_angle_deg([1, 0, 0, 0, -1, 0]) == pytest.approx(0)
+    assert axial_angle_deg([1, 0, 0, 0, 0, 1]) == pytest.approx(90)
