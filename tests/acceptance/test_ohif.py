@@ -141,7 +141,7 @@ def orthanc(routed: tuple[Env, dict[str, Sent]]) -> Orthanc:
 def result(orthanc: Orthanc, study: Sent, modality: str) -> Dataset:
     """The study's one result instance of ``modality`` in Orthanc, read with pydicom."""
     (series,) = [s for s in by_study(orthanc, study.uid) if s["MainDicomTags"]["Modality"] == modality]
-    return pydicom.dcmread(io.BytesIO(orthanc.get_bytes(f"/instances/{series['Instances'][0]}/file")))
+    return pydicom.dcmread(io.BytesIO(orthanc.get(f"/instances/{series['Instances'][0]}/file")))
 
 
 @dataclass(frozen=True)

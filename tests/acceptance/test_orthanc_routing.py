@@ -40,15 +40,7 @@ class Env:
 
     def start_orthanc(self) -> Orthanc:
         # the node was configured with this port; start Orthanc on it now that the node's is known
-        import tests.acceptance.orthanc as helpers
-
-        original = helpers.free_port
-        ports = iter([self.orthanc_port, helpers.free_port()])
-        helpers.free_port = lambda: next(ports)
-        try:
-            self.orthanc = start_orthanc(self.tmp, self.node_port)
-        finally:
-            helpers.free_port = original
+        self.orthanc = start_orthanc(self.tmp, self.node_port, dicom_port=self.orthanc_port)
         return self.orthanc
 
     def node_events(self) -> list[str]:
@@ -88,7 +80,7 @@ def storescu(folder: Path, port: int) -> None:
 
 def by_study(orthanc: Orthanc, study_uid: str) -> list[dict]:
     return [s for s in orthanc.series()
-            if orthanc.get(f"/studies/{s['ParentStudy']}")["MainDicomTags"]["StudyInstanceUID"] == study_uid]
+            if orthanc.json(f"/studies/{s['ParentStudy']}")["MainDicomTags"]["StudyInstanceUID"] == study_uid]
 
 
 def test_routed_study_gets_seg_sr_and_key_image_under_the_same_patient(env: Env, phantom_dir: Path) -> None:
@@ -104,13 +96,13 @@ def test_routed_study_gets_seg_sr_and_key_image_under_the_same_patient(env: Env,
     print(f"\nlast instance into Orthanc -> SEG, SR and key image in Orthanc: {elapsed:.1f} s (StableAge 2 s)")
     modalities = sorted(x["MainDicomTags"]["Modality"] for x in series)
     assert modalities == ["MR", "OT", "SEG", "SR"]
-    patients = {orthanc.get(f"/studies/{x['ParentStudy']}")["ParentPatient"] for x in series}
+    patients = {orthanc.json(f"/studies/{x['ParentStudy']}")["ParentPatient"] for x in series}
     assert len(patients) == 1 and len({x["ParentStudy"] for x in series}) == 1
-    patient = orthanc.get(f"/patients/{patients.pop()}")
+    patient = orthanc.json(f"/patients/{patients.pop()}")
     assert patient["MainDicomTags"]["PatientID"] == source.PatientID
     classes = set()
     for x in series:
-        instance = orthanc.get(f"/instances/{x['Instances'][0]}/tags?simplify")
+        instance = orthanc.json(f"/instances/{x['Instances'][0]}/tags?simplify")
         classes.add(instance["SOPClassUID"])
     assert {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.34",
             "1.2.840.10008.5.1.4.1.1.7"} <= classes
@@ -138,7 +130,7 @@ def test_a_sagittal_t2_series_is_not_processed(env: Env, phantom_dir: Path, tmp_
     write_sagittal_t2(sorted((phantom_dir / "study_102" / "series").glob("*.dcm")), tmp_path, ".7")
     before = env.status()
     storescu(tmp_path, orthanc.dicom_port)
-    wait_for(lambda: "not VIBE-family, not forwarded" in orthanc.log.read_text(), timeout=60)
+    wait_for(lambda: "not VIBE-family, not forwarded" in orthanc.log_path.read_text(), timeout=60)
     after = env.status()
     assert after["instances"]["total"] == before["instances"]["total"]
     assert after["jobs"] == before["jobs"]

@@ -39,7 +39,7 @@ def test_results_reach_orthanc_by_stow_rs(tmp_path: Path, phantom_dir: Path) -> 
     https = TlsTerminator(orthanc.http_port, certs / "server.pem", certs / "server.key").__enter__()
     node, log = None, (tmp_path / "serve.log").open("w")
     try:
-        assert orthanc.get("/plugins") and "dicom-web" in orthanc.get("/plugins")  # type: ignore[operator]
+        assert orthanc.json("/plugins") and "dicom-web" in orthanc.json("/plugins")
         url = f"https://127.0.0.1:{https.port}/dicom-web"
         config = write_config(tmp_path, sender={"retry_base_s": 0.3, "retry_max_s": 1.0, "poll_interval_s": 0.2,
                                                 "max_attempts": 10_000})  # refused copies stay pending
@@ -60,15 +60,15 @@ def test_results_reach_orthanc_by_stow_rs(tmp_path: Path, phantom_dir: Path) -> 
         source = pydicom.dcmread(next(folder.glob("*.dcm")), stop_before_pixels=True)
 
         def stored() -> list[dict]:
-            return [orthanc.get(f"/instances/{i}/tags?simplify") for i in orthanc.get("/instances")]  # type: ignore[union-attr]
+            return [orthanc.json(f"/instances/{i}/tags?simplify") for i in orthanc.json("/instances")]
 
         found = wait_for(lambda: (s := stored()) and {t["SOPClassUID"] for t in s} >= RESULT_CLASSES and s,
                          timeout=180)
         assert all(t["StudyInstanceUID"] == source.StudyInstanceUID and t["PatientID"] == source.PatientID
                    for t in found)
         # and a DICOMweb client finds them under the right study (QIDO-RS)
-        qido = orthanc.get(f"/dicom-web/studies/{source.StudyInstanceUID}/series")
-        assert sorted(s["00080060"]["Value"][0] for s in qido) == ["OT", "SEG", "SR"]  # type: ignore[union-attr]
+        qido = orthanc.json(f"/dicom-web/studies/{source.StudyInstanceUID}/series")
+        assert sorted(s["00080060"]["Value"][0] for s in qido) == ["OT", "SEG", "SR"]
         report = wait_for(lambda: (r := _status(config))["outbox"]["sent"] == 3 and r, timeout=60)
         assert report["outbox"]["dead"] == 0 and report["outbox"]["pending"] == 6  # the two refused copies
         errors = wait_for(lambda: (e := _pending_errors(tmp_path / "var" / "spinenode.db")) and len(e) == 6 and e,

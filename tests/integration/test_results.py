@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from sqlalchemy import select
 
 from dicomnode import sender
 from dicomnode.db import OutboxItem, OutboxState
+from dicomnode.orthanc import free_port
 from dicomnode.scu import send_files
 from phantom.writer import read_truth
 from pipeline.analysis import analyse
@@ -64,12 +64,6 @@ def pacs() -> Iterator[FakePacs]:
     p = FakePacs()
     yield p
     p.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def destination(port: int) -> dict:
