@@ -195,7 +195,10 @@ def _report(cfg: Config, sessions, job: Job | None, out: Path) -> int:  # noqa: 
         lines.append(f"The series was not analysed: {job.state}, reason {why}.")
     else:
         result = job.result or {}
-        cls, rad = result.get("classification"), result.get("radiomics")
+        cls, rad, verdict = result.get("classification"), result.get("radiomics"), result.get("verdict")
+        if verdict:  # what the SR codes and the key image shows
+            why = f" ({', '.join(verdict['reasons'])})" if verdict["reasons"] else ""
+            lines.append(f"Finding coded in the report: {verdict['finding']}{why}")
         if cls:
             lines.append(f"Classification (3D classifier): {cls['class']}, "
                          f"P(metastasis) {cls['probability_metastasis']:.2f}")

@@ -90,6 +90,8 @@ def test_demo_runs_the_whole_path_and_writes_a_key_image_and_report(tmp_path: Pa
     assert "starting one for the demo" in run.stdout and "job 1 done" in run.stdout
     report = (out / "report.md").read_text()
     assert "NOT FOR DIAGNOSIS" in report and "lesion 1:" in report and "mL" in report
+    coded = [line for line in report.splitlines() if line.startswith("Finding coded in the report: ")]
+    assert len(coded) == 1 and coded[0].split(": ", 1)[1].split(" (")[0] in ("metastasis", "primary", "indeterminate")
     from PIL import Image
 
     with Image.open(out / "key_image.png") as img:
