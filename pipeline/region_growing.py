@@ -22,7 +22,9 @@ F. **Growing**: 3D connected growth from the seed over voxels brighter than half
    filled (non-enhancing cores enclosed by an enhancing rim belong to the lesion).
 G. **Further lesions**: the next brightest voxel outside what was grown becomes a new seed while
    it is still clearly enhancing (at least 1.3 x marrow and halfway to the first lesion's
-   level), up to five lesions.
+   level), up to five lesions. A seed whose region was dropped (a bright cortex, endplate or
+   vessel: images where bone or vessels outshine the lesion) does not set that level; up to 15
+   seeds are tried.
 
 Needs only the small localiser's weights, so the node still segments when the U-Net is unavailable.
 """
@@ -37,6 +39,7 @@ from scipy import ndimage
 from pipeline.anatomy import BodyRegion, ellipse_mask, locate_body
 
 MAX_LESIONS = 5
+MAX_SEEDS = 15  # seeds tried, those dropped (outside the body) included
 GROWTH_MARGIN_MM = 6.0
 MAX_BODY_FRACTION = 0.6
 MIN_INSIDE_BODY = 0.5
@@ -103,17 +106,18 @@ def segment(image: np.ndarray, pixel_mm: tuple[float, float]) -> RegionGrowingRe
     mask = np.zeros(image.shape, dtype=bool)
     seeds: list[tuple[int, int, int]] = []
     first_level = None
-    search = np.where(candidate, smooth, -np.inf)
-    for _ in range(MAX_LESIONS):
+    # seeds only where growth is allowed: a seed outside it would lie in no grown component
+    search = np.where(candidate & allowed, smooth, -np.inf)
+    for _ in range(MAX_SEEDS):
+        if len(seeds) == MAX_LESIONS:
+            break
         seed = np.unravel_index(int(np.argmax(search)), search.shape)
         value = float(search[seed])
         if not np.isfinite(value):
             break
         z, y, x = (int(v) for v in seed)
         level = float(smooth[z, max(0, y - 1):y + 2, max(0, x - 1):x + 2].mean())
-        if first_level is None:
-            first_level = level
-        elif level < max(1.3 * marrow, marrow + 0.5 * (first_level - marrow)):
+        if first_level is not None and level < max(1.3 * marrow, marrow + 0.5 * (first_level - marrow)):
             break
         if level <= marrow * 1.1:
             break
@@ -131,4 +135,5 @@ def segment(image: np.ndarray, pixel_mm: tuple[float, float]) -> RegionGrowingRe
             continue  # mostly outside the body: prevertebral or paraspinal tissue, not a bone lesion
         mask |= grown
         seeds.append((z, y, x))
+        first_level = level if first_level is None else first_level
     return RegionGrowingResult(mask, body, tuple(seeds), marrow)

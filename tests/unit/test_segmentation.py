@@ -86,3 +86,17 @@ def test_evaluate_seg_writes_every_metric(tmp_path) -> None:  # noqa: ANN001
     assert summary["unet_dice"]["mean"] == pytest.approx(row["unet_dice"])
     assert "HD95 (mm)" in (tmp_path / "segmentation_table.md").read_text()
     assert (tmp_path / "segmentation.png").stat().st_size > 10_000
+
+
+def test_region_growing_goes_past_brighter_seeds_outside_the_body() -> None:
+    """Randomised study 900017: tissue beside the vertebral body outshines the metastasis. The
+    first seeds lie there and their regions are dropped (mostly outside the body); growth must go
+    on to the lesion, not stop at the level of a seed it dropped, and never seed where it may not grow."""
+    from phantom.randomised import generate_randomised
+
+    r = generate_randomised(900017)
+    image = r.pixels[0].astype(np.float32)
+    px = float(r.meta["pixel_mm"])
+    result = segment(image, (px, px))
+    assert result.seeds and all(r.mask[z, y, x] for z, y, x in result.seeds)  # every kept seed in the lesion
+    assert (result.mask & r.mask).sum() > 0.05 * r.mask.sum()
