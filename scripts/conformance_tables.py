@@ -9,6 +9,7 @@ association. Run it after upgrading pynetdicom and paste its output between the 
 
 from __future__ import annotations
 
+import functools
 import re
 
 from pydicom.uid import UID
@@ -25,8 +26,14 @@ def name(uid: str) -> str:
     known = UID(uid).name
     if known != uid:
         return known
-    keyword = {v: k for k, v in sop_class._STORAGE_CLASSES.items()}.get(uid, uid)  # noqa: SLF001
+    keyword = _storage_keywords().get(uid, uid)
     return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", keyword)
+
+
+@functools.cache
+def _storage_keywords() -> dict[str, str]:
+    """pynetdicom's storage SOP class keywords by UID (built once)."""
+    return {v: k for k, v in sop_class._STORAGE_CLASSES.items()}  # noqa: SLF001
 
 
 def accepted() -> tuple[list[str], list[str]]:
