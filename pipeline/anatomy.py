@@ -102,8 +102,8 @@ def body_from_probabilities(prob: np.ndarray, smooth: np.ndarray, pixel_mm: tupl
         return None
     pts = np.argwhere(largest)
     centre = (float(pts[:, 1].mean()), float(pts[:, 2].mean()))
-    spreads = [(2 * pts[pts[:, 0] == k, 1].std(), 2 * pts[pts[:, 0] == k, 2].std())
-               for k in np.unique(pts[:, 0]) if (pts[:, 0] == k).sum() >= 10]
+    per_slice = (pts[pts[:, 0] == k, 1:] for k in np.unique(pts[:, 0]))
+    spreads = [2 * rows_cols.std(axis=0) for rows_cols in per_slice if len(rows_cols) >= 10]
     semi = tuple(float(v) for v in np.median(spreads, axis=0)) if spreads else (5.0, 5.0)
     body = largest & (prob[:, BODY] >= prob[:, DISC])
     level = max(float(np.median(smooth[body])), 1e-6) if body.any() else 1e-6
