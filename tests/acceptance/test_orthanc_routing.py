@@ -34,7 +34,13 @@ class Env:
                                      stdout=self.node_log, stderr=subprocess.STDOUT,
                                      env=os.environ | {"PYTHONUNBUFFERED": "1"})
         port_file = tmp / "var" / "run" / "scp.port"
-        wait_for(lambda: port_file.exists() and port_file.read_text().strip(), timeout=60)
+        try:
+            wait_for(lambda: port_file.exists() and port_file.read_text().strip(), timeout=60)
+        except BaseException:  # the fixture's finally is not reached yet: stop the node here
+            self.node.kill()
+            self.node.wait(30)
+            self.node_log.close()
+            raise
         self.node_port = int(port_file.read_text())
         self.orthanc: Orthanc | None = None
 
