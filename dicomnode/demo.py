@@ -186,6 +186,30 @@ def _wait_for_outbox(sessions, seconds: float) -> None:  # noqa: ANN001
         time.sleep(0.5)
 
 
+def _analysis_lines(result: dict) -> list[str]:
+    """The finding the SR codes, the two models' answers and the lesions, from a job's result."""
+    lines: list[str] = []
+    cls, rad, verdict = result.get("classification"), result.get("radiomics"), result.get("verdict")
+    if verdict:  # what the SR codes and the key image shows
+        why = f" ({', '.join(verdict['reasons'])})" if verdict["reasons"] else ""
+        lines.append(f"Finding coded in the report: {verdict['finding']}{why}")
+    if cls:
+        lines.append(f"Classification (3D classifier): {cls['class']}, "
+                     f"P(metastasis) {cls['probability_metastasis']:.2f}")
+    else:
+        lines.append("Classification: off in this configuration (worker.use_classifier = false)")
+    if rad:
+        lines.append(f"Radiomics ({rad['mode']}-phase signature): Rad-score {rad['rad_score']:.2f}, "
+                     f"P(metastasis) {rad['probability_metastasis']:.2f}")
+    lines.append(f"Segmentation: {result.get('lesion_source')}; agreement with region growing "
+                 f"(Dice) {result.get('agreement_dice')}")
+    for les in result.get("lesions", []):
+        lines.append(f"- lesion {les['index']}: {les['volume_mm3'] / 1000:.2f} mL, "
+                     f"maximum diameter {les['max_diameter_mm']:.1f} mm, "
+                     f"peak enhancement x{les['peak_enhancement']:.2f} marrow")
+    return lines
+
+
 def _report(cfg: Config, sessions, job: Job | None, out: Path) -> int:  # noqa: ANN001
     if job is None:
         return 1
@@ -194,25 +218,7 @@ def _report(cfg: Config, sessions, job: Job | None, out: Path) -> int:  # noqa: 
         why = ", ".join(job.reasons or []) or job.last_error
         lines.append(f"The series was not analysed: {job.state}, reason {why}.")
     else:
-        result = job.result or {}
-        cls, rad, verdict = result.get("classification"), result.get("radiomics"), result.get("verdict")
-        if verdict:  # what the SR codes and the key image shows
-            why = f" ({', '.join(verdict['reasons'])})" if verdict["reasons"] else ""
-            lines.append(f"Finding coded in the report: {verdict['finding']}{why}")
-        if cls:
-            lines.append(f"Classification (3D classifier): {cls['class']}, "
-                         f"P(metastasis) {cls['probability_metastasis']:.2f}")
-        else:
-            lines.append("Classification: off in this configuration (worker.use_classifier = false)")
-        if rad:
-            lines.append(f"Radiomics ({rad['mode']}-phase signature): Rad-score {rad['rad_score']:.2f}, "
-                         f"P(metastasis) {rad['probability_metastasis']:.2f}")
-        lines.append(f"Segmentation: {result.get('lesion_source')}; agreement with region growing "
-                     f"(Dice) {result.get('agreement_dice')}")
-        for les in result.get("lesions", []):
-            lines.append(f"- lesion {les['index']}: {les['volume_mm3'] / 1000:.2f} mL, "
-                         f"maximum diameter {les['max_diameter_mm']:.1f} mm, "
-                         f"peak enhancement x{les['peak_enhancement']:.2f} marrow")
+        lines += _analysis_lines(job.result or {})
     for output in (job.result or {}).get("outputs", []):
         if output["sop_class_uid"] == SC_CLASS:
             pixels = pydicom.dcmread(cfg.data_dir / output["path"]).pixel_array
