@@ -47,8 +47,11 @@ class ParameterMaps:
 
 
 def _times(volume: Volume) -> np.ndarray:
-    if len(volume.phase_times_s) == volume.phases and volume.phase_times_s[-1] > 0:
-        return np.asarray(volume.phase_times_s, dtype=np.float32)
+    """Each phase's time in s from the headers when they give one per phase, strictly increasing
+    (two phases at one time would divide an inflow by nothing), else the protocol's nominal 12 s."""
+    times = np.asarray(volume.phase_times_s, dtype=np.float32)
+    if len(times) == volume.phases and bool(np.all(np.diff(times) > 0)):
+        return times
     return np.arange(volume.phases, dtype=np.float32) * 12.0  # the protocol's nominal 10-14 s
 
 
