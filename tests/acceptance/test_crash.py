@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.crash import run_trial
+
+pytestmark = pytest.mark.acceptance
 
 
 def test_kill_9_while_processing_then_restart_delivers_once(tmp_path: Path, phantom_dir: Path) -> None:

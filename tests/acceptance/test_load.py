@@ -6,7 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.load import lossless, run_load
+
+pytestmark = pytest.mark.acceptance
 
 
 def test_eight_senders_at_once_lose_and_duplicate_nothing(tmp_path: Path) -> None:

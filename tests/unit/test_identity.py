@@ -195,3 +195,18 @@ def test_pinned_dimension_organisation_uid_comes_from_the_outputs_own_parts(pinn
                               identity.model_version)
     assert uid == pinned(_analysed(unet=SHA["unet"]), "seg")
     assert uid != pinned(identity, "key") and uid != pinned(_analysed(), "seg")
+
+
+def test_derived_uids_are_pinned_name_based_uuids_under_2_25() -> None:
+    """The same parts give the same UID on every machine and release (results sent again must
+    replace, not duplicate): the values are pinned, and each is a version-5, RFC 4122 variant UUID."""
+    assert derived_uid("spinenode", "seg", 1.5) == "2.25.306871725706583412185760920004817915101"
+    assert derived_uid("a") == "2.25.269290709893686617521543778921997392973"
+    value = int(derived_uid("a").removeprefix("2.25."))
+    assert (value >> 76) & 0xF == 5 and (value >> 62) & 0x3 == 0b10
+    assert derived_uid("a", "b") != derived_uid("a\x1fb", "") != derived_uid("ab")
+
+
+def test_a_derived_uid_needs_a_part() -> None:
+    with pytest.raises(ValueError, match="^derived_uid needs at least one part to derive from$"):
+        derived_uid()
