@@ -18,10 +18,7 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from phantom import generate_study, write_study
-from phantom.params import SLICE_THICKNESS_MM
 from pipeline.analysis import analyse
 from pipeline.errors import InputRejected
 from pipeline.volume import Volume, load_series
@@ -34,16 +31,10 @@ def classic(seed: int, matrix: tuple[int, int], tmp: Path) -> tuple[Volume, str]
 
 
 def randomised(seed: int) -> tuple[Volume, str]:
-    from phantom.randomised import generate_randomised
+    from training.classifier_data import randomised_items
 
-    r = generate_randomised(seed)
-    slices = r.pixels.shape[1]
-    px = float(r.meta["pixel_mm"])
-    volume = Volume(pixels=r.pixels.astype(np.float32), spacing=(SLICE_THICKNESS_MM, px, px),
-                    positions=np.array([[0.0, 0.0, SLICE_THICKNESS_MM * k] for k in range(slices)]),
-                    orientation=(1, 0, 0, 0, 1, 0), sop_instance_uids=(tuple(f"1.2.3.{k}" for k in range(slices)),),
-                    study_uid="1.2.3", series_uid="1.2.3.4")
-    return volume, "metastasis" if r.label else "primary"
+    _, volume, _, label = next(iter(randomised_items([seed])))
+    return volume, "metastasis" if label else "primary"
 
 
 def auc(rows: list[dict], key: str) -> float | None:

@@ -16,11 +16,14 @@ residual block is followed by squeeze-and-excitation channel attention.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from models import weights
 
 
 def conv(cin: int, cout: int, k: tuple[int, int, int], stride: tuple[int, int, int] = (1, 1, 1),
@@ -166,8 +169,12 @@ class Ensemble(nn.Module):
 Classifier3D = InceptionResNet3D | Ensemble
 
 
-def for_state(state: dict[str, torch.Tensor]) -> Classifier3D:
-    """An untrained network shaped like ``state``: an :class:`Ensemble` of as many members as it
-    holds, or one :class:`InceptionResNet3D` (what ``spinenode train-classifier`` writes)."""
+def load(path: Path) -> tuple[Classifier3D, str]:
+    """The classifier in a weights file, checksum verified first (:func:`models.weights.verified_state`),
+    shaped like what it holds: an :class:`Ensemble` of as many members as it has, or one
+    :class:`InceptionResNet3D` (what ``spinenode train-classifier`` writes); and its SHA-256."""
+    state, digest = weights.verified_state(path)
     members = {key.split(".")[1] for key in state if key.startswith("members.")}
-    return Ensemble(len(members)) if members else InceptionResNet3D()
+    model: Classifier3D = Ensemble(len(members)) if members else InceptionResNet3D()
+    model.load_state_dict(state)
+    return model, digest

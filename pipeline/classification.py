@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import weights
-from models.inception3d import for_state
+from models import inception3d, weights
 from pipeline.per_process import PerProcess
 
 DEFAULT_WEIGHTS = weights.WEIGHTS_DIR / "classifier.pt"
@@ -45,9 +44,7 @@ class Classification:
 
 class Classifier:
     def __init__(self, path: Path = DEFAULT_WEIGHTS) -> None:
-        state, self.sha256 = weights.verified_state(path)
-        self.model = for_state(state)  # one network, or an ensemble averaged
-        self.model.load_state_dict(state)
+        self.model, self.sha256 = inception3d.load(path)  # one network, or an ensemble averaged
         self.model.eval()
 
     def probability(self, cube: np.ndarray) -> float:

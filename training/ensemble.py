@@ -17,14 +17,12 @@ from typing import Any, cast
 import torch
 
 from models import weights
-from models.inception3d import Ensemble, InceptionResNet3D, for_state
+from models.inception3d import Ensemble, InceptionResNet3D, load
 
 
 def members_of(path: Path) -> list[InceptionResNet3D]:
     """The networks in one weights file (checksum verified)."""
-    state, _ = weights.verified_state(path)
-    model = for_state(state)
-    model.load_state_dict(state)
+    model, _ = load(path)
     return cast(list[InceptionResNet3D], list(model.members)) if isinstance(model, Ensemble) else [model]
 
 
