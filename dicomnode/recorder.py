@@ -1,14 +1,18 @@
-"""Group commit of received instances: one thread records what every association has received.
+"""Group commit of received instances: whichever handler finds no commit in progress records what
+every association has received.
 
-A C-STORE handler writes the bytes to a temporary file under ``incoming/`` (same file system),
-hands it to the recorder and waits. The recorder takes every instance waiting at that moment and, in one
-transaction: looks their SOP Instance UIDs up, gives each new one its final name (an atomic
-rename, with the folder flushed), counts it in its series, inserts the rows and commits. Several
-senders at once thus cost one commit (one WAL fsync with SQLite) per batch rather than one each,
-and handlers never queue on each other's database locks. A handler acknowledges only after the
-commit that holds its row; when a commit fails, every handler of the batch answers 0xA702 and
-none of its instances is acknowledged (a file renamed for a failed commit has no row: the
-sender's retry writes it again).
+A C-STORE handler writes the bytes to a temporary file under ``incoming/`` (same file system)
+and hands it to the recorder, which queues it. The first handler to take the commit lock takes
+every instance queued at that moment (its own among them) and, in one transaction: looks their
+SOP Instance UIDs up, gives each new one its final name (an atomic rename, with the folder
+flushed), counts it in its series, inserts the rows and commits. Handlers that queued meanwhile
+wait for the lock and find their instance committed, or take the next batch. Several senders at
+once thus cost one commit (one WAL fsync with SQLite) per batch rather than one each, and a
+single sender's instance is committed in its own handler's thread, with no hand-over to another
+thread (which cost about as much as the commit). A handler acknowledges only after the commit
+that holds its row; when a commit fails, every handler of the batch answers 0xA702 and none of
+its instances is acknowledged (a file renamed for a failed commit has no row: the sender's
+retry writes it again).
 
 An instance whose UID is already recorded is not renamed: the handler gets the recorded digest
 back and decides (identical copy: acknowledged; different content: kept aside). Statements are
@@ -19,7 +23,6 @@ instance).
 from __future__ import annotations
 
 import datetime as dt
-import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,33 +101,32 @@ class _Request:
     error: BaseException | None = None
 
 
-_STOP = object()
-
-
 class Recorder:
-    """Records received instances in batches, one transaction per batch, in a thread of its own."""
+    """Records received instances in batches, one transaction per batch, in the handlers' threads."""
 
     def __init__(self, engine: Engine, data_dir: Path, *, fsync: bool, max_batch: int = 64) -> None:
         self.engine = engine
         self.data_dir = data_dir
         self.fsync = fsync
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Request | object] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._waiting: list[_Request] = []  # queued, not yet taken into a batch
+        self._waiting_lock = threading.Lock()
+        self._commit_lock = threading.Lock()  # one batch at a time; guards _running
+        self._running = False
         self._study_ids: dict[str, int] = {}
         self._series_ids: dict[str, int] = {}
 
     def start(self) -> Recorder:
-        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
-        self._thread.start()
+        with self._commit_lock:
+            self._running = True
         return self
 
     def stop(self) -> None:
         """Record what is queued, then stop; later calls to ``store`` raise ``RecorderStopped``."""
-        if self._thread is not None:
-            self._queue.put(_STOP)
-            self._thread.join()
-            self._thread = None
+        with self._commit_lock:
+            while batch := self._take():
+                self._commit(batch)
+            self._running = False
 
     def store(self, row: InstanceRow, tmp: Path) -> Stored | Known | None:
         """Give ``tmp`` its final name ``row.path`` and record it; returns once committed.
@@ -133,43 +135,27 @@ class Recorder:
         another process recorded it at the same moment. Raises the database's error
         (``SQLAlchemyError``), the rename's (``OSError``) or ``RecorderStopped``.
         """
-        if self._thread is None:
-            raise RecorderStopped
         request = _Request(row, tmp)
-        self._queue.put(request)
-        request.done.wait()
+        with self._waiting_lock:
+            self._waiting.append(request)
+        while not request.done.is_set():
+            with self._commit_lock:  # a batch is committed by whoever holds it, then released
+                if request.done.is_set():
+                    break  # committed in another handler's batch
+                batch = self._take()  # ours is among the first max_batch, or the next batch's
+                if self._running:
+                    self._commit(batch)
+                else:
+                    _refuse(batch)
         if request.error is not None:
             raise request.error
         return request.result
 
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            batch, stopping = self._next_batch()
-            if batch:
-                self._commit(batch)
-        self._fail_waiting()
-
-    def _next_batch(self) -> tuple[list[_Request], bool]:
-        """What is waiting now (blocking for the first), and whether a stop was asked."""
-        items = [self._queue.get()]
-        while len(items) < self.max_batch:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return [i for i in items if isinstance(i, _Request)], any(i is _STOP for i in items)
-
-    def _fail_waiting(self) -> None:
-        """Requests that arrived after the stop: refused, never silently dropped."""
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, _Request):
-                item.error = RecorderStopped()
-                item.done.set()
+    def _take(self) -> list[_Request]:
+        """The oldest ``max_batch`` requests waiting."""
+        with self._waiting_lock:
+            batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
+        return batch
 
     def _commit(self, batch: list[_Request]) -> None:
         try:
@@ -269,6 +255,13 @@ class Recorder:
             study_id = _inserted_id(conn.execute(_INSERT_STUDY, {"study_uid": uid, "created_at": row.received_at}))
         new_ids["study"][uid] = study_id
         return int(study_id)
+
+
+def _refuse(batch: list[_Request]) -> None:
+    """Requests that arrived after the stop: refused, never silently dropped."""
+    for request in batch:
+        request.error = RecorderStopped()
+        request.done.set()
 
 
 def _inserted_id(result: Any) -> int:

@@ -15,6 +15,7 @@ import shutil
 import struct
 import tempfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -26,6 +27,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import UID
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
+from dicomnode import header_scan
 from dicomnode.errors import DiskFullError, InvalidUIDError
 
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -34,6 +36,12 @@ SERIES_ATTRS = (
     "Modality", "SeriesDescription", "MRAcquisitionType", "ScanningSequence", "SequenceVariant",
     "SequenceName", "ContrastBolusAgent", "ImageType", "NumberOfTemporalPositions",
 )
+INSTANCE_ATTRS = (
+    "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "InstanceNumber",
+    "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
+    "TemporalPositionIdentifier", "Rows", "Columns",
+)
+_WANTED = header_scan.wanted_tags((*INSTANCE_ATTRS, *SERIES_ATTRS))  # what summarise reads
 
 
 def is_valid_uid(value: object) -> bool:
@@ -121,19 +129,27 @@ def write_atomic(path: Path, data: bytes, *, fsync: bool) -> None:
 
 
 def _before_pixels(tag: int, _vr: str | None, _length: int) -> bool:
-    return tag >= 0x7FE00000  # Float Pixel Data, Pixel Data and what follows: never needed here
+    return tag >= header_scan.PIXEL_DATA_GROUP
 
 
-def read_header(stream: bytes, transfer_syntax: UID) -> Dataset:
-    """The data set's attributes before the pixel data, read from the bytes as received.
+def read_header(stream: bytes, transfer_syntax: UID) -> Mapping[str, Any]:
+    """Keyword -> value of the attributes ``summarise`` reads (absent ones left out), from the data
+    set's bytes as received, never past the pixel data.
 
-    Only the header is parsed (the pixels are never copied or decoded); values are converted when
-    first read. A deflated data set is inflated first. Raises on bytes that are not a data set.
+    Little-endian data sets are walked by ``header_scan`` (only the wanted values are converted);
+    whatever it finds unusual, and big-endian data, are read by pydicom's reader up to the pixel
+    data. A deflated data set is inflated first. Raises on bytes that are not a data set.
     """
     if transfer_syntax.is_deflated:
         stream = zlib.decompress(stream, -zlib.MAX_WBITS)
-    return read_dataset(BytesIO(stream), transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian,
-                        stop_when=_before_pixels)
+    if transfer_syntax.is_little_endian:
+        try:
+            return header_scan.read_values(stream, implicit_vr=transfer_syntax.is_implicit_VR, wanted=_WANTED)
+        except header_scan.Unusual:
+            pass
+    ds = read_dataset(BytesIO(stream), transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian,
+                      stop_when=_before_pixels)
+    return {keyword: ds.get(keyword) for keyword in _WANTED.values() if keyword in ds}
 
 
 def sha256(*parts: bytes) -> str:
@@ -167,7 +183,7 @@ def file_preamble(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: st
     return b"\0" * 128 + b"DICM" + _meta_element(0x0000, b"UL", struct.pack("<I", len(body))) + body
 
 
-def _floats(ds: Dataset, keyword: str, count: int) -> list[float] | None:
+def _floats(ds: Mapping[str, Any] | Dataset, keyword: str, count: int) -> list[float] | None:
     """A multi-valued decimal attribute as floats, or None if absent or malformed."""
     try:
         value = ds.get(keyword)
@@ -180,7 +196,7 @@ def _floats(ds: Dataset, keyword: str, count: int) -> list[float] | None:
     return values if len(values) == count else None
 
 
-def _scalar(ds: Dataset, keyword: str, kind: type) -> Any:
+def _scalar(ds: Mapping[str, Any] | Dataset, keyword: str, kind: type) -> Any:
     try:
         value = ds.get(keyword)
         return None if value is None or value == "" else kind(value)
@@ -217,8 +233,9 @@ class HeaderSummary:
     columns: int | None
 
 
-def summarise(ds: Dataset) -> HeaderSummary:
-    """Validate the UIDs and read the protocol-relevant header attributes (never pixels)."""
+def summarise(ds: Mapping[str, Any] | Dataset) -> HeaderSummary:
+    """Validate the UIDs and read the protocol-relevant header attributes (never pixels), from
+    ``read_header``'s values or a data set."""
     return HeaderSummary(
         study_uid=require_uid("StudyInstanceUID", ds.get("StudyInstanceUID")),
         series_uid=require_uid("SeriesInstanceUID", ds.get("SeriesInstanceUID")),

@@ -50,31 +50,51 @@ def count(engine: Engine, model: type) -> int:
         return int(conn.scalar(select(func.count()).select_from(model)) or 0)
 
 
-def test_instances_waiting_together_are_committed_together(engine: Engine, tmp_path: Path) -> None:
-    recorder = CountingRecorder(engine, tmp_path, fsync=True)
-    rows = [row(f"1.2.3.1.{i}", series=f"1.2.3.{1 + i % 2}") for i in range(8)]
+def store_behind_a_commit(recorder: Recorder, rows: list[InstanceRow], data_dir: Path) -> dict[str, object]:
+    """Each row stored from a thread of its own while the commit lock is held (as if a commit were
+    in progress), so that all of them queue; returns what each ``store`` returned, by UID."""
     results: dict[str, object] = {}
 
     def store(r: InstanceRow) -> None:
-        results[r.header.sop_instance_uid] = recorder.store(r, temp_for(tmp_path, r))
+        results[r.header.sop_instance_uid] = recorder.store(r, temp_for(data_dir, r))
 
-    recorder._thread = threading.current_thread()  # accept requests before the thread runs
     threads = [threading.Thread(target=store, args=(r,)) for r in rows]
-    for t in threads:
-        t.start()
-    while recorder._queue.qsize() < len(rows):
-        threading.Event().wait(0.01)
-    recorder.start()
+    with recorder._commit_lock:
+        for t in threads:
+            t.start()
+        while len(recorder._waiting) < len(rows):
+            threading.Event().wait(0.01)
     for t in threads:
         t.join()
+    return results
+
+
+def test_instances_waiting_together_are_committed_together(engine: Engine, tmp_path: Path) -> None:
+    recorder = CountingRecorder(engine, tmp_path, fsync=True).start()
+    rows = [row(f"1.2.3.1.{i}", series=f"1.2.3.{1 + i % 2}") for i in range(8)]
+    results = store_behind_a_commit(recorder, rows, tmp_path)
     recorder.stop()
-    assert recorder.batches == [8]  # one transaction for all eight
+    assert recorder.batches == [8]  # one transaction for all eight, in one of their threads
     assert all(isinstance(r, Stored) and not r.late for r in results.values())
     assert count(engine, Instance) == 8 and count(engine, Series) == 2 and count(engine, Study) == 1
     with engine.connect() as conn:
         assert sorted(conn.scalars(select(Series.instance_count))) == [4, 4]
     on_disk = sorted(p.name for p in (tmp_path / "instances").rglob("*") if p.is_file())
     assert on_disk == sorted(f"{r.header.sop_instance_uid}.dcm" for r in rows)  # no temporary file left
+
+
+def test_more_waiting_than_a_batch_holds_are_committed_in_turn(engine: Engine, tmp_path: Path) -> None:
+    recorder = CountingRecorder(engine, tmp_path, fsync=False, max_batch=3).start()
+    results = store_behind_a_commit(recorder, [row(f"1.2.3.1.{i}") for i in range(8)], tmp_path)
+    assert recorder.batches == [3, 3, 2] and count(engine, Instance) == 8
+    assert all(isinstance(r, Stored) for r in results.values()) and len(results) == 8
+
+
+def test_a_recorder_not_started_refuses(engine: Engine, tmp_path: Path) -> None:
+    recorder = Recorder(engine, tmp_path, fsync=False)
+    with pytest.raises(RecorderStopped):
+        recorder.store(r := row("1.2.3.1.1"), temp_for(tmp_path, r))
+    assert count(engine, Instance) == 0 and recorder._waiting == []
 
 
 def test_a_uid_recorded_before_is_known_and_its_file_untouched(engine: Engine, tmp_path: Path) -> None:

@@ -17,8 +17,9 @@ from pynetdicom import _config
 from dicomnode.db import JobState
 from dicomnode.node import Node
 from tests.conftest import wait_for
-from tests.integration.test_fuzz import Sender, _encode, _split
+from tests.integration.test_fuzz import Sender
 from tests.integration.test_node import _altered_series, jobs, send, series_rows
+from tests.mutations import encode, split
 
 ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
 
@@ -47,11 +48,15 @@ def _one_file(source: Path, out: Path, change: Callable[[pydicom.Dataset], None]
     """``source`` with its data set changed but its file meta (the request's SOP class and instance
     UIDs) as it was."""
     raw = source.read_bytes()
-    meta, _ = _split(raw)
+    meta, _ = split(raw)
     ds = pydicom.dcmread(source)
     change(ds)
-    out.write_bytes(meta + _split(_encode(ds))[1])
+    out.write_bytes(meta + split(encode(ds))[1])
     return out
+
+
+def _other_instance_uid(ds: pydicom.Dataset) -> None:
+    ds.SOPInstanceUID = ds.SOPInstanceUID + ".9"  # the file meta (the request) keeps the original
 
 
 @pytest.fixture
@@ -72,10 +77,7 @@ def test_a_dataset_of_another_class_than_its_request_gets_0xa900(node: Node, ser
 def test_a_dataset_whose_instance_uid_is_not_the_requested_one_gets_0xc211(node: Node, series_files,  # noqa: ANN001
                                                                           tmp_path,  # noqa: ANN001
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    def other_uid(ds: pydicom.Dataset) -> None:
-        ds.SOPInstanceUID = ds.SOPInstanceUID + ".9"  # the file meta (the request) keeps the original
-
-    path = _one_file(series_files(101)[0], tmp_path / "a.dcm", other_uid)
+    path = _one_file(series_files(101)[0], tmp_path / "a.dcm", _other_instance_uid)
     assert raw_store(node, path, monkeypatch) == 0xC211
     (event,) = _events(node, "store_refused")
     assert event["reason"] == "sop_instance_mismatch"
@@ -85,7 +87,7 @@ def test_a_dataset_whose_instance_uid_is_not_the_requested_one_gets_0xc211(node:
 def test_undecodable_bytes_get_0xc210(node: Node, series_files, tmp_path,  # noqa: ANN001
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A valid file meta, then a sequence of undefined length whose item is never closed."""
-    meta, _ = _split(series_files(101)[0].read_bytes())
+    meta, _ = split(series_files(101)[0].read_bytes())
     broken = tmp_path / "broken.dcm"
     unclosed = b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
     broken.write_bytes(meta + unclosed + b"\x08\x00\x16\x00UI\x04\x00abcd")
@@ -93,6 +95,30 @@ def test_undecodable_bytes_get_0xc210(node: Node, series_files, tmp_path,  # noq
     (event,) = _events(node, "store_refused")
     assert event["reason"] == "undecodable"
     assert _stored_files(node) == []
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_a_refusal_leaves_no_temporary_file_and_the_next_instance_is_stored(  # noqa: ANN001
+        node_factory, series_files, tmp_path, monkeypatch: pytest.MonkeyPatch, fsync: bool) -> None:
+    """With fsync the bytes are written while a helper reads the header; without, after it."""
+    node = node_factory(worker={"workers": 0}, node={"fsync": fsync})
+    path = _one_file(series_files(101)[0], tmp_path / "a.dcm", _other_instance_uid)
+    assert raw_store(node, path, monkeypatch) == 0xC211
+    assert raw_store(node, series_files(101)[1], monkeypatch) == 0x0000
+    assert list((node.cfg.data_dir / "incoming").iterdir()) == []
+    assert [p.name for p in _stored_files(node)] == [f"{pydicom.dcmread(series_files(101)[1]).SOPInstanceUID}.dcm"]
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_on_a_full_disk_a_refused_header_is_still_answered_as_the_senders_fault(  # noqa: ANN001
+        node_factory, series_files, tmp_path, monkeypatch: pytest.MonkeyPatch, fsync: bool) -> None:
+    """The header's refusal comes first, as when the steps ran one after the other; a good instance
+    then gets the full disk's 0xA700."""
+    node = node_factory(worker={"workers": 0}, node={"fsync": fsync, "min_free_disk_mb": 10**9})
+    path = _one_file(series_files(101)[0], tmp_path / "a.dcm", _other_instance_uid)
+    assert raw_store(node, path, monkeypatch) == 0xC211
+    assert raw_store(node, series_files(101)[1], monkeypatch) == 0xA700
+    assert [e["reason"] for e in _events(node, "store_refused")] == ["sop_instance_mismatch", "disk_full"]
 
 
 def test_an_instance_after_its_series_was_decided_is_kept_and_logged(node_factory, series_files,  # noqa: ANN001

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
 from pynetdicom.dsutils import encode
 
 from dicomnode import storage
@@ -98,11 +98,14 @@ def test_non_numeric_values_are_none() -> None:
 
 
 def test_the_header_stops_before_the_pixel_data_group() -> None:
-    """Nothing of group 7FE0 is read, not even a group length (7FE0,0000) that some senders still write."""
-    head = encode(mr_header(), False, True)
-    assert head is not None
-    group_length = struct.pack("<HH2sHI", 0x7FE0, 0x0000, b"UL", 4, 16)
-    pixel_data = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, 8) + b"\0" * 8
-    header = storage.read_header(head + group_length + pixel_data, ExplicitVRLittleEndian)
-    assert [elem.tag for elem in header if elem.tag.group == 0x7FE0] == []
-    assert header.Columns == 192
+    """Nothing of group 7FE0 is read, not even a group length (7FE0,0000) that some senders still
+    write, nor whatever follows it (here bytes that are no element at all), by either reader."""
+    for transfer_syntax in (ExplicitVRLittleEndian, ExplicitVRBigEndian):
+        order = "<" if transfer_syntax.is_little_endian else ">"
+        group_length = struct.pack(f"{order}HH2sHI", 0x7FE0, 0x0000, b"UL", 4, 16)
+        pixel_data = struct.pack(f"{order}HH2sHI", 0x7FE0, 0x0010, b"OW", 0, 8) + b"\0" * 8
+        head = encode(mr_header(), False, transfer_syntax.is_little_endian)
+        assert head is not None
+        header = storage.read_header(head + group_length + pixel_data + b"\xff" * 7, transfer_syntax)
+        assert header["Columns"] == 192 and header["SOPInstanceUID"] == mr_header().SOPInstanceUID
+        assert set(header) <= set(storage.INSTANCE_ATTRS) | set(storage.SERIES_ATTRS) | {"SpecificCharacterSet"}
