@@ -62,6 +62,7 @@ class Assembler:
         self._run_lock = threading.Lock()
         self.last_run = time.monotonic()  # last decision pass (for /healthz)
         self.wake: Callable[[], None] = lambda: None  # set by the scheduler wiring: run in WAKE_DELAY_S
+        self.on_queued: Callable[[], None] = lambda: None  # a job was queued (committed): wake the workers
 
     def notify(self, series_id: int) -> None:
         """Called after each stored instance: decide its series in the next run (one wake per run)."""
@@ -112,6 +113,8 @@ class Assembler:
             with self.sessions.begin() as session:
                 decision = self._decide(session, series_id, now)
             counts[decision] += 1
+            if decision in ("complete", "abstained"):
+                self.on_queued()
         return counts
 
     def _decide(self, session: Session, series_id: int, now: dt.datetime) -> str:

@@ -33,6 +33,7 @@ from dicomnode.recorder import Recorder
 from dicomnode.scp import start_scp
 from dicomnode.sender import Sender
 from dicomnode.storage import clear_incoming
+from dicomnode.wakeup import Wakeup
 from dicomnode.web import HealthChecks, HttpServer, Liveness, make_app
 from dicomnode.worker import Worker
 
@@ -72,6 +73,8 @@ class Node:
     _http: HttpServer | None = None
     _scheduler: BackgroundScheduler | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
+    _jobs_queued: Wakeup = field(default_factory=Wakeup)  # assembler -> workers
+    _results_ready: Wakeup = field(default_factory=Wakeup)  # workers -> sender
 
     def start(self) -> Node:
         assembler = Assembler(self.sessions, self.cfg.protocol, self.cfg.worker)
@@ -90,14 +93,16 @@ class Node:
         self._server = start_scp(self.cfg.node, self._store)
         self.port = self._server.server_address[1]
         _write_port_file(self.cfg.data_dir, self.port)
-        workers = [Worker(self.cfg, self.sessions, name=worker_name(i)) for i in range(self.cfg.worker.workers)]
+        assembler.on_queued = self._jobs_queued.ring
+        workers = [Worker(self.cfg, self.sessions, name=worker_name(i), wakeup=self._jobs_queued,
+                          on_results=self._results_ready.ring) for i in range(self.cfg.worker.workers)]
         for i, worker in enumerate(workers):
             thread = threading.Thread(target=worker.run, args=(self.stop_event,), name=f"worker-{i}")
             thread.start()
             self._threads.append(thread)
         if self.cfg.destinations:
-            thread = threading.Thread(target=Sender(self.cfg, self.sessions).run, args=(self.stop_event,),
-                                      name="sender")
+            sender = Sender(self.cfg, self.sessions, wakeup=self._results_ready)
+            thread = threading.Thread(target=sender.run, args=(self.stop_event,), name="sender")
             thread.start()
             self._threads.append(thread)
         if self.cfg.http.enabled:
@@ -124,6 +129,8 @@ class Node:
         if self._recorder is not None:
             self._recorder.stop()  # after the SCP: every handler has its answer
         self.stop_event.set()
+        self._jobs_queued.ring()  # the loops see the stop now, not at their next poll
+        self._results_ready.ring()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
         for thread in self._threads:

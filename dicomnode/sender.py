@@ -25,6 +25,7 @@ from dicomnode.retry import RetryPolicy
 from dicomnode.scu import send_files
 from dicomnode.stow import send_stow
 from dicomnode.tls import client_context
+from dicomnode.wakeup import Wakeup
 
 log = get_logger(__name__)
 BATCH = 64
@@ -35,9 +36,11 @@ def _ok(status: int | None) -> bool:
 
 
 class Sender:
-    def __init__(self, cfg: Config, sessions: sessionmaker) -> None:
+    def __init__(self, cfg: Config, sessions: sessionmaker, *, wakeup: Wakeup | None = None) -> None:
+        """``wakeup``: rung by this process's workers when results enter the outbox (and at shutdown)."""
         self.cfg = cfg
         self.sessions = sessions
+        self.wakeup = wakeup
         self.policy = RetryPolicy(max_attempts=cfg.sender.max_attempts, base_s=cfg.sender.retry_base_s,
                                   max_s=cfg.sender.retry_max_s)
         self.destinations = {d.name: d for d in cfg.destinations}
@@ -51,7 +54,7 @@ class Sender:
                 log.error("sender_loop_failed", error=repr(exc))
                 sent = 0
             if not sent:
-                stop.wait(self.cfg.sender.poll_interval_s)
+                (self.wakeup or stop).wait(self.cfg.sender.poll_interval_s)
 
     def run_once(self) -> int:
         """Send what is due; returns how many items were delivered."""

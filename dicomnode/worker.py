@@ -43,6 +43,7 @@ from dicomnode.jobs import ClaimedJob
 from dicomnode.liveness import owner_is_dead, worker_name
 from dicomnode.logs import get_logger
 from dicomnode.retry import RetryPolicy
+from dicomnode.wakeup import Wakeup
 from pipeline.reasons import Reason
 
 log = get_logger(__name__)
@@ -108,9 +109,14 @@ def _abstention(datasets: Sequence[Dataset], reasons: Sequence[Reason], detail: 
 
 class Worker:
     def __init__(self, cfg: Config, sessions: sessionmaker, *, name: str | None = None,
-                 stage: Stage | None = None) -> None:
+                 stage: Stage | None = None, wakeup: Wakeup | None = None,
+                 on_results: Callable[[], None] = lambda: None) -> None:
+        """``wakeup`` ends the wait between polls early (rung by the assembler of this process; whoever
+        gives one rings it at shutdown too); ``on_results`` is called when results enter the outbox."""
         self.cfg = cfg
         self.sessions = sessions
+        self.wakeup = wakeup
+        self.on_results = on_results
         self.name = name or worker_name()
         self.last_seen = time.monotonic()  # last poll or heartbeat (for /healthz)
         self.stage = stage or analysis_stage(cfg)
@@ -133,7 +139,7 @@ class Worker:
                 stop.wait(self.cfg.worker.poll_interval_s * 5)
                 continue
             if job is None:
-                stop.wait(self.cfg.worker.poll_interval_s)
+                (self.wakeup or stop).wait(self.cfg.worker.poll_interval_s)
                 continue
             self.process(job)
         log.info("worker_stopped", worker=self.name)
@@ -215,11 +221,13 @@ class Worker:
 
         if outcome.state is JobState.ABSTAINED:
             queue.abstain(self.sessions, job, outcome.reasons, outcome.detail, add_outbox_rows)
+            self.on_results()
             return outcome
         listed = [{"sop_class_uid": str(ds.SOPClassUID), "sop_instance_uid": str(ds.SOPInstanceUID), "path": rel}
                   for ds, rel in written]
         result = (outcome.result or {}) | {"outputs": listed, "seconds": round(time.perf_counter() - started, 3)}
         queue.complete(self.sessions, job, result, add_outbox_rows)
+        self.on_results()
         return replace(outcome, result=result)
 
     @contextmanager
