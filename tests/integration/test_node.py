@@ -178,10 +178,14 @@ def test_expired_lease_returns_the_job_to_the_queue(node_factory, series_files) 
 
 
 def test_the_heartbeat_keeps_a_job_longer_than_its_lease(node_factory, series_files) -> None:  # noqa: ANN001
-    """A 1 s lease, an analysis of several seconds: while it runs, another party keeps looking for
-    expired leases (as every polling worker does); the heartbeat renews the lease, so the job is
-    never taken back and runs once."""
+    """A 1 s lease, an analysis of several seconds (the real one, held 3.5 s longer so that it
+    outlasts the lease on any machine): while it runs, another party keeps looking for expired
+    leases (as every polling worker does); the heartbeat renews the lease, so the job is never
+    taken back and runs once."""
     import threading
+    import time
+
+    from dicomnode.worker import analysis_stage
 
     node = node_factory(worker={"workers": 0, "lease_s": 1.0, "heartbeat_s": 0.25})
     send(node, series_files(101))
@@ -197,7 +201,9 @@ def test_the_heartbeat_keeps_a_job_longer_than_its_lease(node_factory, series_fi
     thread = threading.Thread(target=watcher)
     thread.start()
     try:
-        assert Worker(node.cfg, node.sessions, name="slow").run_once()
+        analyse = analysis_stage(node.cfg)
+        slow = Worker(node.cfg, node.sessions, name="slow", stage=lambda ds: (time.sleep(3.5), analyse(ds))[1])
+        assert slow.run_once()
     finally:
         stop.set()
         thread.join()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from pipeline.plausibility import IndeterminateReason, Limits, Verdict, assess, inside_fraction, keep_in_body, washout
 
@@ -150,6 +151,28 @@ def test_margin_is_in_millimetres_along_each_axis() -> None:
     assert grown[0, 20, 15] and not grown[0, 20, 14] and grown[0, 20, 25] and not grown[0, 20, 26]
     assert grown.sum() == 159  # the ellipse's pixels (rows +-10, columns +-5)
     assert not grown_body(np.zeros_like(body), (0.5, 1.0), 5.0).any()
+
+
+def _dilated_by_disc(body: np.ndarray, pixel_mm: tuple[float, float], margin_mm: float) -> np.ndarray:
+    """The definition: binary dilation by the elliptical disc of ``margin_mm`` in pixels."""
+    radius = np.array([margin_mm / pixel_mm[0], margin_mm / pixel_mm[1]])
+    size = np.maximum(1, np.ceil(radius)).astype(int)
+    yy, xx = np.mgrid[-size[0]:size[0] + 1, -size[1]:size[1] + 1]
+    disc = (yy / max(radius[0], 1e-6)) ** 2 + (xx / max(radius[1], 1e-6)) ** 2 <= 1.0
+    return ndimage.binary_dilation(body, structure=disc[None])
+
+
+@pytest.mark.parametrize("pixel_mm", [(1.0, 1.0), (0.5, 1.0), (0.7, 0.7), (0.8125, 0.6)])
+@pytest.mark.parametrize("margin_mm", [0.0, 1.0, 3.0, 5.0])
+def test_the_grown_body_is_the_dilation_by_the_disc(pixel_mm: tuple[float, float], margin_mm: float) -> None:
+    """On random bodies touching the edges, with a slice left empty."""
+    rng = np.random.default_rng(int(margin_mm * 10 + pixel_mm[0] * 100))
+    body = rng.random((3, 48, 40)) > 0.97
+    body[1] = False
+    body[2, 0, 5] = body[2, 47, 39] = True
+    from pipeline.plausibility import grown_body
+
+    assert np.array_equal(grown_body(body, pixel_mm, margin_mm), _dilated_by_disc(body, pixel_mm, margin_mm))
 
 
 def test_keep_in_body_judges_each_connected_lesion() -> None:
