@@ -27,7 +27,9 @@ MODEL_NAME = "spinenode"
 #    the U-Net's lesions are those in the body, and a dynamic series' kinetics is checked.
 # 4: IHE AIR Processing Algorithm items (Contributing Equipment) on every output; the SR gives each
 #    lesion a planar outline with its long and short axes (TID 1410); SEG segments have colours.
-OUTPUT_REVISION = 4
+# 5: the SR's image library lists the images the reported lesions lie on (those measured), not
+#    every image of the series.
+OUTPUT_REVISION = 5
 NOT_FOR_DIAGNOSIS = "NOT FOR DIAGNOSIS - research use only, models trained on synthetic phantoms"
 
 

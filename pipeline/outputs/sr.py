@@ -194,7 +194,17 @@ def build_measurement_sr(source: Sequence[Dataset], seg: Dataset, lesions: Seque
         finding_type=finding, finding_sites=[hd.sr.FindingSite(codes.SCT.BoneStructureOfSpine)] if finding else None,
         algorithm_id=algorithm, measurements=quality or None, qualitative_evaluations=study_level))
     return report_sr(groups, [*source, seg], identity, kind="sr", series_number=SR_SERIES_NUMBER,
-                     description="AI lesion measurements (NOT FOR DIAGNOSIS)", complete=False, library=source)
+                     description="AI lesion measurements (NOT FOR DIAGNOSIS)", complete=False,
+                     library=measured_images(source, lesions))
+
+
+def measured_images(source: Sequence[Dataset], lesions: Sequence[Lesion]) -> list[Dataset]:
+    """The source images a reported lesion lies on, in order: the images its measurements were made
+    on, which the TID 1600 Image Library lists (each entry costs highdicom ~40 ms to build and copy)."""
+    used = np.zeros(len(source), dtype=bool)
+    for lesion in lesions:
+        used |= lesion.mask.reshape(lesion.mask.shape[0], -1).any(axis=1)
+    return [ds for ds, on in zip(source, used, strict=True) if on]
 
 
 def report_sr(groups: Sequence, evidence: Sequence[Dataset], identity: ResultIdentity, *, kind: str,
