@@ -84,14 +84,14 @@ def outbox(node) -> list[OutboxItem]:  # noqa: ANN001
 def node_with_pacs(tmp_path, pacs, monkeypatch):  # noqa: ANN001, ANN201
     from tests.conftest import write_config
 
-    def start(port: int | None = None, **sender_cfg):  # noqa: ANN202
+    def start(port: int | None = None, worker: dict | None = None, **sender_cfg):  # noqa: ANN202
         from dicomnode.config import load_config
         from dicomnode.node import Node, setup
 
         folder = tmp_path / f"n{port or pacs.port}"
         folder.mkdir()
         path = write_config(folder, sender={"retry_base_s": 0.2, "retry_max_s": 0.5, "poll_interval_s": 0.2}
-                            | sender_cfg)
+                            | sender_cfg, **({"worker": worker} if worker else {}))
         with path.open("a") as fh:
             d = destination(port or pacs.port)
             fh.write(f'[[destinations]]\nname = "{d["name"]}"\nae_title = "{d["ae_title"]}"\n'
@@ -222,6 +222,16 @@ def test_uids_are_deterministic_and_change_with_the_model(phantom_dir: Path) -> 
     same = ResultIdentity(source_series_uid="1.2.3", unet_sha256="aa")
     other = ResultIdentity(source_series_uid="1.2.3", unet_sha256="bb")
     assert same.uid("seg", "instance") != other.uid("seg", "instance")
+
+
+def test_within_one_process_results_go_out_without_waiting_for_a_poll(node_with_pacs, pacs,  # noqa: ANN001
+                                                                       series_files) -> None:  # noqa: ANN001
+    """Worker and sender poll every 10 minutes here: the assembler wakes the worker when it queues
+    the job, and the worker wakes the sender when the results enter the outbox."""
+    node = node_with_pacs(worker={"poll_interval_s": 600.0}, poll_interval_s=600.0)
+    send_files(series_files(101), "SPINENODE", "127.0.0.1", node.port, calling_ae="MODALITY")
+    wait_for(lambda: len(pacs.received) >= 3, timeout=120)
+    assert {str(ds.SOPClassUID) for ds in pacs.received} == {SEG, COMPREHENSIVE_3D_SR, SECONDARY_CAPTURE}
 
 
 def test_a_pacs_down_at_first_gets_everything_exactly_once(node_with_pacs, series_files) -> None:  # noqa: ANN001
