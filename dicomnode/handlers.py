@@ -1,12 +1,8 @@
 """pynetdicom event handlers: plain functions, kept small.
 
-The C-STORE handler reads the header from the bytes as received (never the pixel data),
-validates the UIDs, hashes the bytes and writes them to a temporary file (flushed), then has the
-recorder rename the file and commit its row (group commit, see ``dicomnode.recorder``) and
-returns a status. With ``node.fsync`` the header and the hash are done by a helper thread while
-the handler writes and waits for the disk's flush (which holds no interpreter lock): an
-association sends its next instance only after this one's answer, so what overlaps here is time
-every instance saves. It never runs analysis. Associations run in
+The C-STORE handler reads the header from the bytes as received (never the pixel data), validates
+the UIDs, writes the bytes atomically, has the recorder commit one row (group commit, see
+``dicomnode.recorder``) and returns a status. It never runs analysis. Associations run in
 parallel; the recorder alone looks UIDs up and records them. Every failure becomes a specific
 DICOM status: its step raises ``StoreRefused``, and the handler answers with that status and logs
 one ``store_refused`` event with the reason:
@@ -25,8 +21,7 @@ one ``store_refused`` event with the reason:
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,19 +49,11 @@ SENDER_DATA_STATUSES = frozenset({SOP_CLASS_MISMATCH, CANNOT_UNDERSTAND, INVALID
 
 @dataclass
 class StoreContext:
-    """What the C-STORE handler needs; one per SCP. ``helper`` reads headers and hashes (a thread
-    per association that may run at once); ``close`` stops it once no handler runs."""
+    """What the C-STORE handler needs; one per SCP."""
 
     node: NodeConfig
     recorder: Recorder
     on_stored: Callable[[int], None] = lambda series_id: None
-    helper: ThreadPoolExecutor = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.helper = ThreadPoolExecutor(self.node.max_associations, thread_name_prefix="store-helper")
-
-    def close(self) -> None:
-        self.helper.shutdown(wait=True)
 
 
 HEALTH_CHECK_AE = "SPINENODE-HC"  # the calling AE of /healthz's C-ECHO: not logged at each check
@@ -84,12 +71,14 @@ def handle_store(event, ctx: StoreContext) -> int:  # noqa: ANN001 - pynetdicom 
     tmp: Path | None = None
     try:
         stream = event.request.DataSet.getvalue()  # the data set as received, never re-encoded
+        header = _checked_header(event, stream)
         ts = str(event.context.transfer_syntax)
-        parts = _file_parts(event, stream, ts)
-        header, digest, tmp = _inspect_and_write(event, ctx, parts)
+        parts = (storage.file_preamble(header.sop_class_uid, header.sop_instance_uid, ts), stream)
         path = storage.instance_relpath(header.study_uid, header.series_uid, header.sop_instance_uid)
-        row = InstanceRow(header=header, path=str(path), size=sum(map(len, parts)), sha256=digest,
-                          transfer_syntax=ts, calling_ae=calling_ae, received_at=utcnow())
+        row = InstanceRow(header=header, path=str(path), size=sum(map(len, parts)),
+                          sha256=storage.sha256(*parts), transfer_syntax=ts, calling_ae=calling_ae,
+                          received_at=utcnow())
+        tmp = _write_temp(ctx, row, parts)
         outcome = _record_instance(ctx, row, tmp)
         if isinstance(outcome, Known):
             return _duplicate(ctx, header, tmp, row.sha256, outcome.sha256, calling_ae)
@@ -109,42 +98,6 @@ def handle_store(event, ctx: StoreContext) -> int:  # noqa: ANN001 - pynetdicom 
                     series_uid=header.series_uid)
     ctx.on_stored(outcome.series_id)
     return SUCCESS
-
-
-def _file_parts(event, stream: bytes, ts: str) -> tuple[bytes, bytes]:  # noqa: ANN001 - pynetdicom Event
-    """File Meta Information and data set, as the file holds them. The meta information is made from
-    the request's UIDs, which the header must match (checked before the file is kept)."""
-    try:
-        preamble = storage.file_preamble(str(event.request.AffectedSOPClassUID),
-                                         str(event.request.AffectedSOPInstanceUID), ts)
-    except UnicodeEncodeError as exc:
-        raise StoreRefused(INVALID_UID, "invalid_uid", "a UID of the request is not ASCII") from exc
-    return preamble, stream
-
-
-def _inspect(event, parts: tuple[bytes, bytes]) -> tuple[storage.HeaderSummary, str]:  # noqa: ANN001
-    return _checked_header(event, parts[1]), storage.sha256(*parts)
-
-
-def _inspect_and_write(event, ctx: StoreContext,  # noqa: ANN001 - pynetdicom Event
-                       parts: tuple[bytes, bytes]) -> tuple[storage.HeaderSummary, str, Path]:
-    """The checked header, the digest and the temporary file. A header the node refuses is refused
-    before any write failure, as when they ran one after the other."""
-    if not ctx.node.fsync:  # nothing to wait for: a helper thread would only add its wake-up
-        header, digest = _inspect(event, parts)
-        return header, digest, _write_temp(ctx, parts)
-    inspected = ctx.helper.submit(_inspect, event, parts)
-    try:
-        tmp = _write_temp(ctx, parts)
-    except StoreRefused:
-        inspected.result()  # the header's refusal, if any, first
-        raise
-    try:
-        header, digest = inspected.result()
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return header, digest, tmp
 
 
 def _refusal_fields(refused: StoreRefused, calling_ae: str) -> dict[str, Any]:
@@ -176,11 +129,11 @@ def _write_failed(exc: OSError) -> StoreRefused:
     return StoreRefused(OUT_OF_RESOURCES_WRITE, "write_failed", f"{type(exc).__name__}: {exc.strerror}")
 
 
-def _write_temp(ctx: StoreContext, parts: tuple[bytes, bytes]) -> Path:
+def _write_temp(ctx: StoreContext, row: InstanceRow, parts: tuple[bytes, bytes]) -> Path:
     """Check the free space, then write the bytes under ``incoming/`` (flushed before the rename
-    and the commit, so an acknowledged instance is on disk). Runs in a writer thread."""
+    and the commit, so an acknowledged instance is on disk)."""
     try:
-        storage.check_free_space(ctx.node.data_dir, ctx.node.min_free_disk_mb, sum(map(len, parts)))
+        storage.check_free_space(ctx.node.data_dir, ctx.node.min_free_disk_mb, row.size)
         return storage.write_temp(ctx.node.data_dir / storage.INCOMING, *parts, fsync=ctx.node.fsync)
     except DiskFullError as exc:
         raise StoreRefused(OUT_OF_RESOURCES_DISK, "disk_full", str(exc)) from exc

@@ -69,7 +69,6 @@ class Node:
     http_port: int = 0  # 0: the HTTP side is off
     _server: ThreadedAssociationServer | None = None
     _recorder: Recorder | None = None
-    _store: StoreContext | None = None
     _http: HttpServer | None = None
     _scheduler: BackgroundScheduler | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -89,8 +88,8 @@ class Node:
         if removed := clear_incoming(self.cfg.data_dir):
             log.info("incoming_cleared", files=removed, note="half-received before a restart; never acknowledged")
         self._recorder = Recorder(self.engine, self.cfg.node.data_dir, fsync=self.cfg.node.fsync).start()
-        self._store = StoreContext(node=self.cfg.node, recorder=self._recorder, on_stored=assembler.notify)
-        self._server = start_scp(self.cfg.node, self._store)
+        ctx = StoreContext(node=self.cfg.node, recorder=self._recorder, on_stored=assembler.notify)
+        self._server = start_scp(self.cfg.node, ctx)
         self.port = self._server.server_address[1]
         _write_port_file(self.cfg.data_dir, self.port)
         assembler.on_queued = self._jobs_queued.ring
@@ -124,8 +123,6 @@ class Node:
             self._http.stop()
         if self._server is not None:
             self._server.shutdown()
-        if self._store is not None:
-            self._store.close()  # no handler runs any more: the helper threads end
         if self._recorder is not None:
             self._recorder.stop()  # after the SCP: every handler has its answer
         self.stop_event.set()

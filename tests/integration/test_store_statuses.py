@@ -100,7 +100,7 @@ def test_undecodable_bytes_get_0xc210(node: Node, series_files, tmp_path,  # noq
 @pytest.mark.parametrize("fsync", [True, False])
 def test_a_refusal_leaves_no_temporary_file_and_the_next_instance_is_stored(  # noqa: ANN001
         node_factory, series_files, tmp_path, monkeypatch: pytest.MonkeyPatch, fsync: bool) -> None:
-    """With fsync the bytes are written while a helper reads the header; without, after it."""
+    """With fsync or without, the refused instance's bytes are never kept, not even as a temporary file."""
     node = node_factory(worker={"workers": 0}, node={"fsync": fsync})
     path = _one_file(series_files(101)[0], tmp_path / "a.dcm", _other_instance_uid)
     assert raw_store(node, path, monkeypatch) == 0xC211
