@@ -150,7 +150,8 @@ def plausibility_verdict(volume: Volume, rg: RegionGrowingResult, lesion: Lesion
     return assess(inside_body=inside, peak_enhancement=lesion.peak_enhancement, agreement_dice=agreement,
                   p_classifier=classification.probability_metastasis,
                   p_radiomics=None if radiomics is None else float(radiomics["probability_metastasis"]),
-                  washout_fraction=washout(volume.pixels, lesion.mask), limits=limits)
+                  washout_fraction=washout(volume.pixels, lesion.mask),
+                  body_score=rg.body.score if rg.body.method == "localiser" else 0.0, limits=limits)
 
 
 def analyse(volume: Volume, *, use_unet: bool = True, precision: str | Precision = Precision.AUTO,

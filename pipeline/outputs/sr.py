@@ -63,6 +63,8 @@ INDETERMINATE_REASONS = {
                                               "3D classifier and radiomics model disagree"),
     IndeterminateReason.KINETICS_DISAGREE: Code("KINETIC_CONFLICT", SCHEME,
                                                 "Lesion time-intensity curve contradicts the class"),
+    IndeterminateReason.IMAGE_UNLIKE_TRAINING: Code("UNLIKE_TRAINING", SCHEME,
+                                                    "Image unlike those the models were trained on"),
 }
 INTENDED_USE = Code("INTENDED_USE", SCHEME, "Intended use")
 RESEARCH_ONLY = Code("RESEARCH_ONLY", SCHEME, "Research use only, not for diagnostic use")

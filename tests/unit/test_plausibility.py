@@ -26,6 +26,8 @@ def test_a_plausible_study_gets_its_class() -> None:
     ({"p_radiomics": 0.49}, IndeterminateReason.MODELS_DISAGREE),
     ({"washout_fraction": 0.049}, IndeterminateReason.KINETICS_DISAGREE),
     ({"p_classifier": 0.1, "p_radiomics": 0.2, "washout_fraction": 0.05}, IndeterminateReason.KINETICS_DISAGREE),
+    ({"body_score": 0.849}, IndeterminateReason.IMAGE_UNLIKE_TRAINING),
+    ({"body_score": 0.0}, IndeterminateReason.IMAGE_UNLIKE_TRAINING),
 ])
 def test_each_failed_check_makes_it_indeterminate(change: dict, reason: IndeterminateReason) -> None:
     verdict = assess(**GOOD | change)
@@ -36,7 +38,7 @@ def test_each_failed_check_makes_it_indeterminate(change: dict, reason: Indeterm
 
 def test_limits_are_inclusive_where_the_specification_is() -> None:
     edge = GOOD | {"inside_body": 0.5, "peak_enhancement": 1.3, "agreement_dice": 0.4,
-                   "p_classifier": 0.7, "p_radiomics": 0.5}
+                   "p_classifier": 0.7, "p_radiomics": 0.5, "body_score": 0.85}
     assert assess(**edge) == Verdict(True, ())
     assert assess(**GOOD | {"peak_enhancement": 3.6}) == Verdict(True, ())
     assert assess(**GOOD | {"p_classifier": 0.3, "p_radiomics": 0.0}) == Verdict(False, ())
@@ -85,7 +87,7 @@ def test_keep_in_body_drops_what_lies_outside() -> None:
 
 def test_several_reasons_are_all_reported() -> None:
     verdict = assess(inside_body=0.0, peak_enhancement=1.0, agreement_dice=0.0, p_classifier=0.5, p_radiomics=0.0,
-                     washout_fraction=0.0)
+                     washout_fraction=0.0, body_score=0.5)
     assert verdict.reasons == tuple(IndeterminateReason)  # every check failed, reported in this order
 
 

@@ -313,7 +313,8 @@ def test_an_indeterminate_verdict_codes_each_reason(case: Case) -> None:
     assert [site.value for site in group.finding_sites] == [codes.SCT.BoneStructureOfSpine]
     assert _evaluations(group) == [("INTENDED_USE", "RESEARCH_ONLY")] + [
         (INDETERMINATE_REASON.value, code) for code in (
-            "OUTSIDE_BODY", "ENH_IMPLAUSIBLE", "SEG_DISAGREE", "PROB_UNCERTAIN", "MODELS_DISAGREE", "KINETIC_CONFLICT")]
+            "OUTSIDE_BODY", "ENH_IMPLAUSIBLE", "SEG_DISAGREE", "PROB_UNCERTAIN", "MODELS_DISAGREE", "KINETIC_CONFLICT",
+            "UNLIKE_TRAINING")]
     assert _values(group)["3D classifier probability of spinal metastasis"] == (0.8123, "1")  # still reported
 
 
