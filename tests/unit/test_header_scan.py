@@ -116,6 +116,9 @@ def _undefined(group: int, element: int, vr: bytes, items: list[bytes]) -> bytes
     return struct.pack("<HH2sHI", group, element, vr, 0, 0xFFFFFFFF) + body + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
 
 
+UID_ELEMENT = _element(0x0008, 0x0018, b"UI", b"1.2.3\0")
+
+
 def test_an_undefined_length_un_element_is_stepped_over_as_implicit_vr() -> None:
     """PS3.5 6.2.2: the value of an undefined-length UN is encoded in implicit VR."""
     nested = struct.pack("<HHI", 0x0020, 0x000E, 6) + b"6.6.6\0"  # implicit VR inside: not a wanted top-level value
@@ -125,10 +128,40 @@ def test_an_undefined_length_un_element_is_stepped_over_as_implicit_vr() -> None
     assert values == {"SOPInstanceUID": "1.2.3", "SeriesInstanceUID": "1.2.4"} == _pydicom_values(stream, False)
 
 
-def test_the_walk_ends_at_the_pixel_data_group_whatever_follows() -> None:
-    stream = (_element(0x0008, 0x0018, b"UI", b"1.2.3\0") + _element(0x7FE0, 0x0000, b"UL", b"\x10\0\0\0")
-              + b"\xff" * 40)
+@pytest.mark.parametrize("after", [b"\xff" * 40, b"\0" * 40])
+def test_the_walk_ends_at_the_pixel_data_group_whatever_follows(after: bytes) -> None:
+    stream = _element(0x0008, 0x0018, b"UI", b"1.2.3\0") + _element(0x7FE0, 0x0000, b"UL", b"\x10\0\0\0") + after
     assert header_scan.read_values(stream, implicit_vr=False, wanted=WANTED) == {"SOPInstanceUID": "1.2.3"}
+
+
+def test_wanted_tags_maps_each_tag_to_its_keyword_with_the_character_set() -> None:
+    assert header_scan.wanted_tags(["Rows"]) == {0x00080005: "SpecificCharacterSet", 0x00280010: "Rows"}
+    with pytest.raises(ValueError, match=r"^Bogus is not a DICOM keyword$"):
+        header_scan.wanted_tags(["Rows", "Bogus"])
+
+
+def test_the_vr_in_the_stream_is_the_one_converted() -> None:
+    """Rows written as SS (a sender's mistake pydicom honours): -1, not the dictionary's US 65535."""
+    stream = UID_ELEMENT + _element(0x0028, 0x0010, b"SS", b"\xff\xff")
+    values = header_scan.read_values(stream, implicit_vr=False, wanted=WANTED)
+    assert values == _pydicom_values(stream, False) and values["Rows"] == -1
+
+
+def test_a_data_set_may_end_with_an_undefined_length_sequence() -> None:
+    """No pixel data (an SR, say): the sequence's delimiter is the last 8 bytes."""
+    stream = UID_ELEMENT + _undefined(0x0008, 0x1140, b"SQ", [UID_ELEMENT])
+    assert header_scan.read_values(stream, implicit_vr=False, wanted=WANTED) == {"SOPInstanceUID": "1.2.3"}
+
+
+def test_items_of_defined_length_in_an_undefined_length_sequence_are_stepped_over() -> None:
+    item = _element(0x0008, 0x1150, b"UI", b"1.2.840.10008.5.1.4.1.1.4\0")
+    items = b"".join(struct.pack("<HHI", 0xFFFE, 0xE000, len(body)) + body
+                     for body in (item, item + _element(0x0020, 0x000E, b"UI", b"9.9\0")))
+    sequence = (struct.pack("<HH2sHI", 0x0008, 0x1140, b"SQ", 0, 0xFFFFFFFF) + items
+                + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+    stream = sequence + _element(0x0020, 0x000E, b"UI", b"1.2.4\0")
+    values = header_scan.read_values(stream, implicit_vr=False, wanted=WANTED)
+    assert values == {"SeriesInstanceUID": "1.2.4"} == _pydicom_values(stream, False)
 
 
 def test_an_empty_data_set_has_no_values() -> None:
@@ -150,7 +183,6 @@ def test_sequences_nested_to_the_limit_are_read_and_deeper_ones_are_unusual() ->
         header_scan.read_values(_nested(header_scan.MAX_DEPTH + 1), implicit_vr=False, wanted=WANTED)
 
 
-UID_ELEMENT = _element(0x0008, 0x0018, b"UI", b"1.2.3\0")
 UNUSUAL = {
     "implicit VR bytes read as explicit": (struct.pack("<HHI", 0x0008, 0x0018, 6) + b"1.2.3\0" * 3, False,
                                            "encoding differs"),
