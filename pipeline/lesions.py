@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
-from scipy.spatial.distance import pdist
+from scipy.spatial.distance import cdist
 
 from pipeline.volume import Volume
 
@@ -46,13 +46,27 @@ def physical_points(volume: Volume, idx: np.ndarray) -> np.ndarray:
 
 
 def max_diameter(points: np.ndarray) -> float:
+    """The largest distance between two of ``points`` (N, 3): exact, over the points that can hold it."""
     if len(points) < 2:
         return 0.0
-    with contextlib.suppress(QhullError, ValueError):  # flat or tiny: use every point
-        points = points[ConvexHull(points).vertices]
-    if len(points) > 3000:
-        points = points[:: len(points) // 3000 + 1]
-    return float(pdist(points).max())
+    extreme = _extreme_points(points)
+    return max(float(cdist(extreme[i:i + 2000], extreme).max()) for i in range(0, len(extreme), 2000))
+
+
+def _extreme_points(points: np.ndarray) -> np.ndarray:
+    """Points among which the farthest pair lies: the convex hull's vertices; for coplanar points
+    (no 3D hull) those of the hull in their plane; for collinear points the two ends. Non-finite
+    coordinates (which Qhull refuses) give every point, and a nan diameter."""
+    if not np.isfinite(points).all():
+        return points
+    with contextlib.suppress(QhullError):
+        return points[ConvexHull(points).vertices]
+    centred = points - points.mean(axis=0)
+    in_plane = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T  # distances kept: coplanar
+    with contextlib.suppress(QhullError):
+        return points[ConvexHull(in_plane).vertices]
+    along = in_plane[:, 0]
+    return points[[int(np.argmin(along)), int(np.argmax(along))]]
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:

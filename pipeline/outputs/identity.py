@@ -28,7 +28,8 @@ MODEL_NAME = "spinenode"
 # 4: IHE AIR Processing Algorithm items (Contributing Equipment) on every output; the SR gives each
 #    lesion a planar outline with its long and short axes (TID 1410); SEG segments have colours.
 # 5: the SR's image library lists the images the reported lesions lie on (those measured), not
-#    every image of the series; "image unlike training" (UNLIKE_TRAINING) is an indeterminate reason.
+#    every image of the series; "image unlike training" (UNLIKE_TRAINING) is an indeterminate reason;
+#    the maximum diameter is exact for flat lesions of more than 3,000 voxels (was subsampled).
 OUTPUT_REVISION = 5
 NOT_FOR_DIAGNOSIS = "NOT FOR DIAGNOSIS - research use only, models trained on synthetic phantoms"
 

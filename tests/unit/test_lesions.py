@@ -50,6 +50,21 @@ def test_max_diameter_of_a_flat_lesion_uses_every_point() -> None:
     assert max_diameter(points) == pytest.approx(10.0)
 
 
+@pytest.mark.parametrize("spacing", [(1.0, 1.0), (0.77, 0.61)])
+@pytest.mark.parametrize("height", [3.0, 1000.0])
+def test_max_diameter_of_a_large_flat_lesion_is_exact(spacing: tuple[float, float], height: float) -> None:
+    """A one-slice lesion of 4,800 voxels: the corners, not a subsample of the points; also on a
+    slice far from the patient origin (its plane is found from the points' own centre)."""
+    rows, cols = np.mgrid[0:60, 0:80]
+    points = np.stack([np.full(rows.size, height), rows.ravel() * spacing[0], cols.ravel() * spacing[1]], axis=1)
+    assert max_diameter(points) == pytest.approx(np.hypot(59 * spacing[0], 79 * spacing[1]))
+
+
+def test_max_diameter_of_collinear_points_is_the_distance_between_their_ends() -> None:
+    points = np.array([[0.0, 2.0 * k, 1.5 * k] for k in (3, 0, 7, 5, 1)])
+    assert max_diameter(points) == pytest.approx(7 * 2.5)
+
+
 def test_max_diameter_of_points_qhull_rejects_does_not_raise() -> None:
     """Qhull refuses non-finite coordinates (ValueError); the distances are then taken over
     every point instead of failing the analysis."""
@@ -65,12 +80,12 @@ def _on_a_line(n: int, far: dict[int, float]) -> np.ndarray:
     return np.stack([xs, np.zeros(n), np.zeros(n)], axis=1)
 
 
-def test_max_diameter_of_a_large_flat_lesion_is_computed_on_every_kth_point() -> None:
-    """Above 3000 points without a 3D hull, every k-th point is used, k = n // 3000 + 1: a far
-    point at an index that is not a multiple of k is not seen."""
-    assert max_diameter(_on_a_line(3000, {1: 100.0, 2: 10.0})) == pytest.approx(100.0)  # all 3000 points
-    assert max_diameter(_on_a_line(3001, {1: 100.0, 2: 10.0})) == pytest.approx(10.0)  # k = 2
-    assert max_diameter(_on_a_line(6001, {2: 100.0, 3: 10.0})) == pytest.approx(10.0)  # k = 3
+def test_max_diameter_of_many_collinear_points_sees_every_far_point() -> None:
+    """Thousands of points without a 2D or 3D hull: the ends along the line, wherever they are
+    (the diameter was once taken over every k-th point and missed them)."""
+    assert max_diameter(_on_a_line(3000, {1: 100.0, 2: 10.0})) == pytest.approx(100.0)
+    assert max_diameter(_on_a_line(3001, {1: 100.0, 2: 10.0})) == pytest.approx(100.0)
+    assert max_diameter(_on_a_line(6001, {2: 100.0, 3: -10.0})) == pytest.approx(110.0)
 
 
 def test_largest_component_keeps_only_the_biggest() -> None:
