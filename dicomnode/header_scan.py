@@ -75,9 +75,9 @@ def _looks_explicit(stream: bytes) -> bool:
 
 def _walk(buf: bytes, pos: int, implicit_vr: bool, found: dict[int, RawDataElement] | None,
           wanted: Container[int], depth: int) -> int:
-    """Step over a data set's elements from ``pos``: the top level (``found`` given) until the pixel
-    data or the end; an item's (``found`` None) until its Item Delimitation Item. Returns the
-    position after it."""
+    """Step over a data set's elements from ``pos``: the top level (``found`` given, the ``wanted``
+    ones kept in it) until the pixel data or the end; an item's (``found`` None, nothing kept)
+    until its Item Delimitation Item. Returns the position after it."""
     end_of_buffer = len(buf)
     while pos < end_of_buffer:
         if pos + 8 > end_of_buffer:
@@ -94,7 +94,7 @@ def _walk(buf: bytes, pos: int, implicit_vr: bool, found: dict[int, RawDataEleme
         if length == _UNDEFINED:
             if not (implicit_vr or vr in (b"SQ", b"UN")):
                 raise Unusual("undefined length outside a sequence")
-            pos = _skip_sequence(buf, start, implicit_vr or vr == b"UN", wanted, depth + 1)
+            pos = _skip_sequence(buf, start, implicit_vr or vr == b"UN", depth + 1)
             continue
         pos = start + length
         if pos > end_of_buffer:
@@ -121,7 +121,7 @@ def _vr_and_length(buf: bytes, pos: int, implicit_vr: bool, length: int) -> tupl
     return vr, pos + 8, short_length
 
 
-def _skip_sequence(buf: bytes, pos: int, implicit_vr: bool, wanted: Container[int], depth: int) -> int:
+def _skip_sequence(buf: bytes, pos: int, implicit_vr: bool, depth: int) -> int:
     """Step over the items of an undefined-length sequence; returns the position after its
     Sequence Delimitation Item."""
     if depth > MAX_DEPTH:
@@ -134,7 +134,7 @@ def _skip_sequence(buf: bytes, pos: int, implicit_vr: bool, wanted: Container[in
         if tag != _ITEM:
             raise Unusual("not an item inside a sequence")
         if length == _UNDEFINED:
-            pos = _walk(buf, pos + 8, implicit_vr, None, wanted, depth)
+            pos = _walk(buf, pos + 8, implicit_vr, None, (), depth)
         else:
             pos += 8 + length
     raise Unusual("a sequence without its delimiter")

@@ -85,15 +85,17 @@ def _symmetry(img: np.ndarray, cy: float, cx: float, px: float) -> float:
     return float(np.nan_to_num(np.corrcoef(window.ravel(), window[:, ::-1].ravel())[0, 1]))
 
 
-def in_plane_box(mask: np.ndarray, pad: int) -> tuple[slice, slice, slice]:
+def in_plane_box(mask: np.ndarray, pad: int | tuple[int, int]) -> tuple[slice, slice, slice]:
     """All slices, and the rows and columns of the in-plane bounding box of ``mask`` (slices, rows,
-    cols) or of a (rows, cols) mask, grown by ``pad`` and clipped; the whole image when empty."""
+    cols) or of a (rows, cols) mask, grown by ``pad`` pixels (one for both axes, or (rows, cols))
+    and clipped; the whole image when empty."""
+    pad_rows, pad_cols = (pad, pad) if isinstance(pad, int) else pad
     flat = np.asarray(np.any(mask, axis=0) if mask.ndim == 3 else mask, dtype=bool)
     rows, cols = np.flatnonzero(np.any(flat, axis=1)), np.flatnonzero(np.any(flat, axis=0))
     if len(rows) == 0:
         return slice(None), slice(0, flat.shape[0]), slice(0, flat.shape[1])
-    return (slice(None), slice(max(int(rows[0]) - pad, 0), min(int(rows[-1]) + pad + 1, flat.shape[0])),
-            slice(max(int(cols[0]) - pad, 0), min(int(cols[-1]) + pad + 1, flat.shape[1])))
+    return (slice(None), slice(max(int(rows[0]) - pad_rows, 0), min(int(rows[-1]) + pad_rows + 1, flat.shape[0])),
+            slice(max(int(cols[0]) - pad_cols, 0), min(int(cols[-1]) + pad_cols + 1, flat.shape[1])))
 
 
 def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
@@ -178,7 +180,5 @@ def locate_body_template(smooth: np.ndarray, pixel_mm: tuple[float, float]) -> B
     assert best is not None
     total, y, x, b, a = best
     ellipse = ellipse_mask((rows, cols), (float(y), float(x)), (b, a), grow_px=2.0 / px)
-    mask = np.zeros(smooth.shape, dtype=bool)
-    for k in range(smooth.shape[0]):
-        mask[k] = ndimage.binary_fill_holes(ellipse & (smooth[k] > 0.5 * level))
+    mask = fill_holes_per_slice(ellipse[None] & (smooth > 0.5 * level))
     return BodyRegion((float(y), float(x)), (b, a), mask, float(total))

@@ -29,12 +29,14 @@ validation studies.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 from scipy import ndimage
 
+from pipeline.anatomy import in_plane_box
 from pipeline.lesions import CONNECTIVITY
 
 
@@ -96,14 +98,12 @@ def grown_body(body: np.ndarray, pixel_mm: tuple[float, float], margin_mm: float
     12 x 512 x 512 study against milliseconds here."""
     if not body.any():
         return body
-    pad = np.ceil(margin_mm / np.asarray(pixel_mm, dtype=float)).astype(int) + 1
-    rows, cols = np.flatnonzero(body.any(axis=(0, 2))), np.flatnonzero(body.any(axis=(0, 1)))
-    r0, r1 = max(rows[0] - pad[0], 0), min(rows[-1] + pad[0] + 1, body.shape[1])
-    c0, c1 = max(cols[0] - pad[1], 0), min(cols[-1] + pad[1] + 1, body.shape[2])
+    _, rows, cols = in_plane_box(body, pad=(math.ceil(margin_mm / pixel_mm[0]) + 1,
+                                            math.ceil(margin_mm / pixel_mm[1]) + 1))
     grown = np.zeros_like(body, dtype=bool)
     for k in np.flatnonzero(body.any(axis=(1, 2))):
-        distance = ndimage.distance_transform_edt(~body[k, r0:r1, c0:c1], sampling=pixel_mm)
-        grown[k, r0:r1, c0:c1] = distance <= margin_mm + 1e-9  # a pixel at exactly the margin is in
+        distance = ndimage.distance_transform_edt(~body[k, rows, cols], sampling=pixel_mm)
+        grown[k, rows, cols] = distance <= margin_mm + 1e-9  # a pixel at exactly the margin is in
     return grown
 
 

@@ -18,6 +18,7 @@ import torch
 from models import weights
 from models.unet import AttentionResUNet
 from models.unet_io import from_network, network_window, normalise, to_network
+from pipeline.anatomy import in_plane_box
 from pipeline.per_process import PerProcess
 from pipeline.plausibility import keep_in_body
 from pipeline.precision import Precision, resolve
@@ -29,12 +30,10 @@ CONTEXT_MM = 30.0  # around the body: a primary tumour breaking the cortex, and 
 def body_box(body: np.ndarray, pixel_mm: tuple[float, float], margin_mm: float) -> tuple[int, int, int, int] | None:
     """(row0, row1, col0, col1) of the (slices, rows, cols) body mask on any slice, grown by
     ``margin_mm`` and kept inside the image; None when the mask is empty."""
-    rows, cols = np.flatnonzero(body.any(axis=(0, 2))), np.flatnonzero(body.any(axis=(0, 1)))
-    if not rows.size:
+    if not body.any():
         return None
-    mr, mc = math.ceil(margin_mm / pixel_mm[0]), math.ceil(margin_mm / pixel_mm[1])
-    return (max(int(rows[0]) - mr, 0), min(int(rows[-1]) + 1 + mr, body.shape[1]),
-            max(int(cols[0]) - mc, 0), min(int(cols[-1]) + 1 + mc, body.shape[2]))
+    _, rows, cols = in_plane_box(body, pad=(math.ceil(margin_mm / pixel_mm[0]), math.ceil(margin_mm / pixel_mm[1])))
+    return rows.start, rows.stop, cols.start, cols.stop
 
 
 class UNetSegmenter:
