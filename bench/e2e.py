@@ -159,7 +159,7 @@ def latency(root: Path, studies: Sequence[list[pydicom.Dataset]], processes: int
                 print(f"study {k}: no results within 180 s")
                 continue
             timings = job_timings(root / "node" / "var" / "spinenode.db", series_uid)
-            accounted = sum(v for k, v in timings.items() if k != "job_other") + timings.get("job_other", 0.0)
+            accounted = sum(timings.values())  # stages, the job's own time and the waits before and after
             rows.append({"send": acked - t0, "total": done - acked, **timings, "sending": done - acked - accounted,
                          "first": datasets is warm})
         rss = _peak_rss(scp, worker)
