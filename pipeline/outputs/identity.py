@@ -30,7 +30,9 @@ MODEL_NAME = "spinenode"
 # 5: the SR's image library lists the images the reported lesions lie on (those measured), not
 #    every image of the series; "image unlike training" (UNLIKE_TRAINING) is an indeterminate reason;
 #    the maximum diameter is exact for flat lesions of more than 3,000 voxels (was subsampled).
-OUTPUT_REVISION = 5
+# 6: the SR's Algorithm Version is the release and revision, the models' checksums are Algorithm
+#    Parameters (the version held them all and was cut at 64 characters).
+OUTPUT_REVISION = 6
 NOT_FOR_DIAGNOSIS = "NOT FOR DIAGNOSIS - research use only, models trained on synthetic phantoms"
 
 

@@ -164,7 +164,8 @@ def build_measurement_sr(source: Sequence[Dataset], seg: Dataset, lesions: Seque
                          classification: Classification | None = None,
                          verdict: Verdict | None = None) -> hd.sr.Comprehensive3DSR:
     """``verdict``: the plausibility checks' answer; without one the classifier's class is coded."""
-    algorithm = hd.sr.AlgorithmIdentification(name="spinenode", version=identity.model_version[:64])
+    release, *checksums = identity.software_versions
+    algorithm = hd.sr.AlgorithmIdentification(name="spinenode", version=release, parameters=checksums or None)
     groups: list = []
     for lesion in lesions:
         groups.append(_lesion_group(lesion, seg, lesion_segment, identity, algorithm))

@@ -187,14 +187,18 @@ def test_volumetric_groups_reference_the_lesion_segment_of_the_seg(case: Case, b
 
 
 def test_groups_name_the_algorithm_with_the_model_version(case: Case, bare: hd.sr.Comprehensive3DSR) -> None:
+    """TID 4019: the release as the Algorithm Version (LO, 64 characters at most), each model's
+    checksum as an Algorithm Parameter, so no part of the version is cut off."""
     content = _report(bare)
     groups = [*content.get_volumetric_roi_measurement_groups(), *content.get_planar_roi_measurement_groups(),
               *content.get_image_measurement_groups()]
     assert len(groups) == 7
     for group in groups:
         assert {item.TextValue for item in _items(group, codes.DCM.AlgorithmName)} == {"spinenode"}
-        assert {item.TextValue for item in _items(group, codes.DCM.AlgorithmVersion)} == {
-            case.identity.model_version[:64]}
+        release, *checksums = case.identity.software_versions
+        assert [item.TextValue for item in _items(group, codes.DCM.AlgorithmVersion)] == [release]
+        assert [item.TextValue for item in _items(group, codes.DCM.AlgorithmParameters)] == checksums
+        assert len(checksums) == 2 and all(" sha256 " in c for c in checksums)
 
 
 def test_each_lesion_is_outlined_on_its_largest_slice_with_its_area(case: Case,
