@@ -12,7 +12,7 @@ from models import weights
 from models.unet import AttentionGate, AttentionResUNet, ResidualBlock
 from models.unet_io import from_network, mask_to_network, network_window, segmentation_input, to_network
 from training.errors import CheckpointMismatchError
-from training.train_unet import TrainConfig, train
+from training.train_unet import TrainConfig, soften_lesions, train
 
 
 def test_residual_block_shapes_and_shortcut() -> None:
@@ -117,6 +117,61 @@ def test_training_runs_two_steps_and_resumes(tmp_path: Path) -> None:
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     with pytest.raises(CheckpointMismatchError, match="same --epochs"):
         train(TrainConfig(**{**cfg.__dict__, "epochs": 3}), tmp_path / "work", None, resume=True)
+
+
+def _lesion_crops(n: int, lesion: float = 0.8, radius: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    masks = (((yy - 32) ** 2 + (xx - 32) ** 2) < radius ** 2).float()[None, None].repeat(n, 1, 1, 1)
+    images = 0.3 + 0.02 * torch.randn(n, 1, 64, 64, generator=gen) + (lesion - 0.3) * masks
+    return images, masks
+
+
+def test_softened_lesions_reach_the_asked_ratio_and_keep_most_of_their_noise() -> None:
+    """Each lesion's median lands at 1.15-1.45 x the marrow around it (within noise); nothing
+    changes beyond 2 pixels from the lesion, and most of the lesion's noise stays."""
+    images, masks = _lesion_crops(16)
+    out = soften_lesions(images, masks, torch.Generator().manual_seed(0), 1.0)
+    near = torch.nn.functional.max_pool2d(masks, 5, stride=1, padding=2) > 0
+    ratios = []
+    for i in range(16):
+        inside = masks[i] > 0
+        ratios.append(float(out[i][inside].median() / images[i][~near[i]].median()))
+        assert 1.12 <= ratios[-1] <= 1.48
+        assert torch.equal(out[i][~near[i]], images[i][~near[i]])
+        assert float(out[i][inside].std()) > 0.6 * float(images[i][inside].std())
+    assert max(ratios) - min(ratios) > 0.1  # a range, not one value
+
+
+def test_a_softened_lesion_keeps_its_border() -> None:
+    """The partial-volume edge shrinks with the lesion: half-way between marrow and the softened
+    lesion is still the mask's border (a blurred disc, softened to 1.3 x)."""
+    images, masks = _lesion_crops(1)
+    images = torch.nn.functional.avg_pool2d(images, 3, stride=1, padding=1, count_include_pad=False)
+    out = soften_lesions(images, masks, torch.Generator().manual_seed(0), 1.0, ratio=(1.3, 1.3))
+    ref, level = float(out[0][masks[0] == 0].median()), float(out[0][masks[0] > 0].median())
+    above = out[0, 0] > (ref + level) / 2
+    assert float((above ^ (masks[0, 0] > 0)).float().sum()) <= 0.1 * float(masks.sum())
+
+
+@pytest.mark.parametrize(("share", "lesion", "radius", "changed"), [
+    (0.0, 0.8, 10, 0),   # share 0: nothing
+    (1.0, 0.33, 10, 0),  # already fainter than 1.15 x marrow
+    (1.0, 0.8, 1, 0),    # fewer than 9 lesion pixels
+    (1.0, 0.8, 10, 8),
+])
+def test_soften_lesions_leaves_what_it_should(share: float, lesion: float, radius: int, changed: int) -> None:
+    images, masks = _lesion_crops(8, lesion, radius)
+    out = soften_lesions(images, masks, torch.Generator().manual_seed(0), share)
+    assert sum(not torch.equal(out[i], images[i]) for i in range(8)) == changed
+
+
+def test_soften_lesions_picks_about_the_share_and_leaves_lesion_free_crops() -> None:
+    images, masks = _lesion_crops(200)
+    masks[100:] = 0
+    out = soften_lesions(images, masks, torch.Generator().manual_seed(0), 0.3)
+    changed = [not torch.equal(out[i], images[i]) for i in range(200)]
+    assert 18 <= sum(changed[:100]) <= 42 and not any(changed[100:])
 
 
 def test_site_folder_of_dicom_and_seg_gives_the_same_masks(tmp_path: Path) -> None:
