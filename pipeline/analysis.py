@@ -154,6 +154,21 @@ def plausibility_verdict(volume: Volume, rg: RegionGrowingResult, lesion: Lesion
                   body_score=rg.body.score if rg.body.method == "localiser" else 0.0, limits=limits)
 
 
+def _lesions(volume: Volume, image: np.ndarray, rg: RegionGrowingResult, unet_mask: np.ndarray | None
+             ) -> tuple[LesionSource, np.ndarray, list[Lesion]]:
+    """The lesions reported, the mask they come from and which one: the U-Net's; region growing's
+    when the U-Net is off, or when it found none that region growing did find (a lesion found by
+    one method is reported, not lost; the segmentations then disagree and the finding is
+    indeterminate)."""
+    found = [] if unet_mask is None else find_lesions(unet_mask, volume, image, rg.marrow_level)
+    if unet_mask is not None and found:
+        return LesionSource.UNET, unet_mask, found
+    grown = find_lesions(rg.mask, volume, image, rg.marrow_level)
+    if unet_mask is not None and not grown:
+        return LesionSource.UNET, unet_mask, []
+    return LesionSource.REGION_GROWING, rg.mask, grown
+
+
 def analyse(volume: Volume, *, use_unet: bool = True, precision: str | Precision = Precision.AUTO,
             use_radiomics: bool = True, use_classifier: bool = True) -> Analysis:
     """Segment, measure and classify a loaded series (no file is read).
@@ -173,9 +188,8 @@ def analyse(volume: Volume, *, use_unet: bool = True, precision: str | Precision
     if use_unet:
         with _timed(timings, "unet"):
             unet_mask, sha = unet_segment(image, rg.body.mask, (volume.spacing[1], volume.spacing[2]), precision)
-    source_mask = unet_mask if unet_mask is not None else rg.mask
     with _timed(timings, "lesions"):
-        lesions = find_lesions(source_mask, volume, image, rg.marrow_level)
+        source, source_mask, lesions = _lesions(volume, image, rg, unet_mask)
     if not lesions:
         raise InputRejected(Reason.NO_LESION, "no lesion of at least 20 mm3 was found in the vertebral body")
     with _timed(timings, "parameter_maps"):
@@ -192,7 +206,7 @@ def analyse(volume: Volume, *, use_unet: bool = True, precision: str | Precision
         volume, rg, lesions[0], agreement, radiomics, classification)
     return Analysis(
         volume=volume, image=image, region_growing=rg, unet_mask=unet_mask, unet_sha256=sha,
-        lesions=lesions, lesion_source=LesionSource.REGION_GROWING if unet_mask is None else LesionSource.UNET,
+        lesions=lesions, lesion_source=source,
         agreement_dice=agreement, timings=timings, verdict=verdict,
         radiomics=radiomics, classification=classification, maps_note=maps.note,
     )

@@ -270,3 +270,33 @@ def test_a_lesion_of_known_volume_is_reported_with_that_volume(phantom_dir: Path
     voxel_mm3 = float(np.prod(volume.spacing))
     reported = sum(values[f"Lesion {les.index}"]["Volume"] for les in lesions)
     assert reported == pytest.approx(int(truth.sum()) * voxel_mm3, abs=0.05 * len(lesions))
+
+
+def test_a_lesion_only_region_growing_found_is_reported_as_indeterminate(phantom_dir: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the U-Net finds nothing in the body (it missed a 65-voxel metastasis of the external
+    validation set) but region growing finds a lesion, that lesion is measured on region growing's
+    segment (SEG segment 2) and the finding is indeterminate, instead of "no lesion"."""
+    import pipeline.analysis
+    from pipeline.plausibility import IndeterminateReason
+
+    real = pipeline.analysis.unet_segment
+
+    def missed(image, body, pixel_mm, precision):  # noqa: ANN001, ANN202 - the U-Net's signature
+        mask, sha = real(image, body, pixel_mm, precision)
+        return np.zeros_like(mask), sha
+
+    monkeypatch.setattr(pipeline.analysis, "unet_segment", missed)
+    analysis = analyse(load_series(sorted((phantom_dir / "study_101" / "series").glob("*.dcm"))))
+    assert analysis.lesion_source == "region_growing" and analysis.lesions
+    assert analysis.agreement_dice == 0.0
+    assert analysis.verdict is not None and analysis.verdict.indeterminate
+    assert IndeterminateReason.SEGMENTATIONS_DISAGREE in analysis.verdict.reasons
+    seg, sr_ds, key = build_results(analysis)
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["Lesion (U-Net)", "Lesion (region growing)"]
+    sr = hd.sr.srread(written(sr_ds, tmp_path))
+    groups = sr.content.get_volumetric_roi_measurement_groups()
+    assert len(groups) == len(analysis.lesions)
+    assert all(list(g.referenced_segment.referenced_segment_numbers) == [2] for g in groups)
+    written(seg, tmp_path)
+    assert "indeterminate" in str(key.ImageComments)
