@@ -158,8 +158,10 @@ class Worker:
         a failure of the job: that is a ``failed`` outcome)."""
         log.info("job_claimed", worker=self.name, **job.log_context())
         started = time.perf_counter()
-        with self._heartbeat(job):
-            outcome = self._persist(job, self._outcome(job), started)
+        with self._heartbeat(job) as saving:
+            outcome = self._outcome(job)
+            saving.set()  # from here the save itself finds and reports a lost lease
+            outcome = self._persist(job, outcome, started)
         _log_outcome(job, outcome)
 
     def _outcome(self, job: ClaimedJob) -> Outcome:
@@ -231,24 +233,28 @@ class Worker:
         return replace(outcome, result=result)
 
     @contextmanager
-    def _heartbeat(self, job: ClaimedJob) -> Iterator[None]:
-        """Extend the job's lease every ``heartbeat_s`` while the block runs."""
-        stop = threading.Event()
-        beat = threading.Thread(target=self._beat, args=(job, stop), daemon=True)
+    def _heartbeat(self, job: ClaimedJob) -> Iterator[threading.Event]:
+        """Extend the job's lease every ``heartbeat_s`` while the block runs. The block sets the
+        event it is given when it starts saving the job's end: a heartbeat that then finds the
+        lease gone (the save has just ended the job, or the save will find it) logs nothing, so a
+        lost lease is logged once."""
+        stop, saving = threading.Event(), threading.Event()
+        beat = threading.Thread(target=self._beat, args=(job, stop, saving), daemon=True)
         beat.start()
         try:
-            yield
+            yield saving
         finally:
             stop.set()
             beat.join()
 
-    def _beat(self, job: ClaimedJob, stop: threading.Event) -> None:
+    def _beat(self, job: ClaimedJob, stop: threading.Event, saving: threading.Event) -> None:
         while not stop.wait(self.cfg.worker.heartbeat_s):
             self.last_seen = time.monotonic()
             try:
                 queue.heartbeat(self.sessions, job, self.cfg.worker.lease_s)
             except JobLeaseLost:
-                log.error("job_lease_lost", job_id=job.id)
+                if not saving.is_set():
+                    log.error("job_lease_lost", job_id=job.id)
                 return
             except Exception as exc:  # noqa: BLE001 - keep trying until the job ends
                 log.warning("heartbeat_failed", job_id=job.id, error=repr(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,7 +11,7 @@ import pydicom
 import pytest
 from sqlalchemy import select
 
-from dicomnode import outbox
+from dicomnode import outbox, queue
 from dicomnode.db import Job, JobEvent, JobState
 from dicomnode.node import Node
 from dicomnode.scu import send_files
@@ -109,5 +110,27 @@ def test_results_that_cannot_be_written_are_a_failed_attempt(queued, monkeypatch
     failed = job(node)
     assert failed is not None and failed.state is JobState.FAILED
     assert "No space left on device" in (failed.last_error or "")
+    assert job_events(node) == ["created", "claimed", "failed"]
+    assert final_log_events(node) == ["job_failed"]
+
+
+def test_a_heartbeat_on_the_job_just_ended_logs_no_lost_lease(queued, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """Heartbeats that tick after the save ended the job, before they are stopped, find the lease
+    gone: the attempt is still logged once, as failed (CI saw a spurious job_lease_lost)."""
+    node = queued(max_attempts=3, heartbeat_s=0.05)
+
+    def disk_full(*_: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    real_fail = queue.fail
+
+    def fail_then_linger(*args: Any, **kwargs: Any) -> JobState:
+        state = real_fail(*args, **kwargs)
+        time.sleep(0.5)  # about ten heartbeats on the ended job
+        return state
+
+    monkeypatch.setattr(outbox, "write_outputs", disk_full)
+    monkeypatch.setattr(queue, "fail", fail_then_linger)
+    assert Worker(node.cfg, node.sessions, name="w").run_once()
     assert job_events(node) == ["created", "claimed", "failed"]
     assert final_log_events(node) == ["job_failed"]
