@@ -160,13 +160,11 @@ def _lesions(volume: Volume, image: np.ndarray, rg: RegionGrowingResult, unet_ma
     when the U-Net is off, or when it found none that region growing did find (a lesion found by
     one method is reported, not lost; the segmentations then disagree and the finding is
     indeterminate)."""
-    found = [] if unet_mask is None else find_lesions(unet_mask, volume, image, rg.marrow_level)
-    if unet_mask is not None and found:
-        return LesionSource.UNET, unet_mask, found
-    grown = find_lesions(rg.mask, volume, image, rg.marrow_level)
-    if unet_mask is not None and not grown:
-        return LesionSource.UNET, unet_mask, []
-    return LesionSource.REGION_GROWING, rg.mask, grown
+    if unet_mask is not None:
+        found = find_lesions(unet_mask, volume, image, rg.marrow_level)
+        if found:
+            return LesionSource.UNET, unet_mask, found
+    return LesionSource.REGION_GROWING, rg.mask, find_lesions(rg.mask, volume, image, rg.marrow_level)
 
 
 def analyse(volume: Volume, *, use_unet: bool = True, precision: str | Precision = Precision.AUTO,

@@ -246,16 +246,17 @@ class _Run:
         losses: list[float] = []
         bar = tqdm(range(cfg.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step")
         for _ in bar:
-            losses.append(self.step(sampler, cfg.bf16, cfg.soften))
+            losses.append(self.step(sampler, cfg))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         return losses
 
-    def step(self, sampler: CropSampler, bf16: bool, soften: float = 0.0) -> float:
-        """One optimiser step on an augmented batch (cross-entropy + Dice); returns the loss."""
+    def step(self, sampler: CropSampler, cfg: TrainConfig) -> float:
+        """One optimiser step on an augmented batch (``cfg.soften`` of the lesion crops softened,
+        then :func:`_augment`; cross-entropy + Dice); returns the loss."""
         images, masks = sampler.batch()
-        images, masks = _augment(soften_lesions(images, masks, self.gen, soften), masks, self.gen)
+        images, masks = _augment(soften_lesions(images, masks, self.gen, cfg.soften), masks, self.gen)
         images = images.to(self.device).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             logits = self.model(images)
         loss = self.loss(logits.float(), masks.to(self.device))
         self.opt.zero_grad(set_to_none=True)

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 
 from pydicom.dataset import Dataset
 
-from pipeline.analysis import Analysis, LesionSource
+from pipeline.analysis import Analysis
 from pipeline.outputs.abstention import build_abstention_sr
 from pipeline.outputs.identity import ResultIdentity
 from pipeline.outputs.key_image import build_key_image
-from pipeline.outputs.seg import build_seg
+from pipeline.outputs.seg import build_seg, segment_numbers
 from pipeline.outputs.sr import build_measurement_sr
 from pipeline.reasons import Reason
 from pipeline.volume import Volume
@@ -62,9 +62,8 @@ def build_results(analysis: Analysis) -> list[Dataset]:
                               radiomics_sha256=None if analysis.radiomics is None else analysis.radiomics["sha256"],
                               analysed=True)
     seg = build_seg(source, unet_mask=analysis.unet_mask, rg_mask=analysis.region_growing.mask, identity=identity)
-    # the SEG holds the U-Net's segment (when it ran) before region growing's
-    from_rg = analysis.unet_mask is not None and analysis.lesion_source is LesionSource.REGION_GROWING
-    sr = build_measurement_sr(source, seg, analysis.lesions, lesion_segment=2 if from_rg else 1,
+    lesion_segment = segment_numbers(unet_ran=analysis.unet_mask is not None)[analysis.lesion_source]
+    sr = build_measurement_sr(source, seg, analysis.lesions, lesion_segment=lesion_segment,
                               agreement_dice=analysis.agreement_dice, identity=identity,
                               radiomics=analysis.radiomics, classification=cls,
                               verdict=analysis.verdict)

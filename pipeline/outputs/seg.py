@@ -36,21 +36,30 @@ def _segment(number: int, label: str, algorithm: hd.AlgorithmIdentificationSeque
     )
 
 
+def segment_numbers(*, unet_ran: bool) -> dict[str, int]:
+    """The segment number of each method's mask in :func:`build_seg`'s SEG, keyed by method
+    (``"unet"``, ``"region_growing"``, the values of ``pipeline.analysis.LesionSource``): the
+    U-Net's segment, when it ran, comes first."""
+    methods = (["unet"] if unet_ran else []) + ["region_growing"]
+    return {method: number for number, method in enumerate(methods, start=1)}
+
+
 def build_seg(source: Sequence[Dataset], *, unet_mask: np.ndarray | None, rg_mask: np.ndarray,
               identity: ResultIdentity) -> hd.seg.Segmentation:
     """``source``: the referenced phase's datasets in slice order; masks (slices, rows, cols)."""
+    numbers = segment_numbers(unet_ran=unet_mask is not None)
     segments: list[hd.seg.SegmentDescription] = []
     arrays: list[np.ndarray] = []
     if unet_mask is not None:
         algo = hd.AlgorithmIdentificationSequence(
             name="spinenode improved U-Net", version=(identity.unet_sha256 or "unknown")[:16],
             family=codes.cid7162.ArtificialIntelligence)
-        segments.append(_segment(len(segments) + 1, "Lesion (U-Net)", algo, UNET_COLOUR))
+        segments.append(_segment(numbers["unet"], "Lesion (U-Net)", algo, UNET_COLOUR))
         arrays.append(unet_mask)
     algo = hd.AlgorithmIdentificationSequence(
         name="spinenode region growing", version=package_version(),
         family=codes.cid7162.NeighborhoodAnalysis)
-    segments.append(_segment(len(segments) + 1, "Lesion (region growing)", algo, RG_COLOUR))
+    segments.append(_segment(numbers["region_growing"], "Lesion (region growing)", algo, RG_COLOUR))
     arrays.append(rg_mask)
     pixels = np.stack(arrays, axis=-1).astype(np.uint8)
     seg = hd.seg.Segmentation(

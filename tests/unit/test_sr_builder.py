@@ -370,3 +370,13 @@ def test_the_same_analysis_gives_the_same_report(case: Case, full: hd.sr.Compreh
                 radiomics={"rad_score": 1.25, "probability_metastasis": 0.75, "sha256": "ef" * 32},
                 verdict=Verdict(True, ()))
     assert again.SOPInstanceUID == full.SOPInstanceUID and again.ContentSequence == full.ContentSequence
+
+
+def test_segment_numbers_follow_the_seg_order() -> None:
+    """The SR's measurement groups reference a lesion source by the number ``build_seg`` gave it:
+    the U-Net's segment first when it ran, region growing's alone otherwise."""
+    from pipeline.analysis import LesionSource
+    from pipeline.outputs.seg import segment_numbers
+
+    assert segment_numbers(unet_ran=True) == {LesionSource.UNET: 1, LesionSource.REGION_GROWING: 2}
+    assert segment_numbers(unet_ran=False) == {LesionSource.REGION_GROWING: 1}

@@ -103,14 +103,25 @@ def test_tampered_weights_are_refused(tmp_path: Path) -> None:
         weights.load_into(AttentionResUNet(base=4), path)
 
 
-def test_training_runs_two_steps_and_resumes(tmp_path: Path) -> None:
-    """Both phantom looks, fine-tuning from the shipped weights, the prepared-data cache, resume."""
+def test_training_runs_two_steps_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both phantom looks, fine-tuning from the shipped weights, the prepared-data cache, resume;
+    every step softens its share of the lesion crops."""
+    import training.train_unet
     from pipeline.segmentation import DEFAULT_WEIGHTS
 
+    shares: list[float] = []
+
+    def spy(images, masks, gen, share, **kw):  # noqa: ANN001, ANN003, ANN202 - soften_lesions' signature
+        shares.append(share)
+        return soften_lesions(images, masks, gen, share, **kw)
+
+    monkeypatch.setattr(training.train_unet, "soften_lesions", spy)
     cfg = TrainConfig(epochs=2, steps_per_epoch=2, batch=2, crop=64, train_studies=2, val_studies=1, threads=1,
-                      bf16=False, look="mixed", randomised_fraction=0.5, init=str(DEFAULT_WEIGHTS), device="cpu")
+                      bf16=False, look="mixed", randomised_fraction=0.5, init=str(DEFAULT_WEIGHTS), device="cpu",
+                      soften=0.6)
     cache = tmp_path / "data.pt"
     first = train(cfg, tmp_path / "work", tmp_path / "unet.pt", stop_after=1, cache=cache)
+    assert shares == [0.6, 0.6]
     assert len(first["history"]) == 1 and (tmp_path / "unet.pt.sha256").exists() and cache.exists()
     assert first["data"] == "mixed phantom seeds 10000-10001"
     resumed = train(cfg, tmp_path / "work", None, resume=True, cache=cache)
@@ -154,10 +165,36 @@ def test_a_softened_lesion_keeps_its_border() -> None:
     assert float((above ^ (masks[0, 0] > 0)).float().sum()) <= 0.1 * float(masks.sum())
 
 
+def test_the_edge_two_pixels_outside_the_mask_is_softened_too() -> None:
+    """The bright partial-volume edge can reach 2 pixels beyond the mask: it is scaled with the
+    lesion, or a bright halo would stay around a faint lesion."""
+    images, _ = _lesion_crops(4, radius=12)
+    _, masks = _lesion_crops(4, radius=10)
+    out = soften_lesions(images, masks, torch.Generator().manual_seed(0), 1.0)
+    pool = torch.nn.functional.max_pool2d
+    second = (pool(masks, 5, stride=1, padding=2) > 0) & ~(pool(masks, 3, stride=1, padding=1) > 0)
+    assert float(out[second].mean()) < float(images[second].mean()) - 0.2
+
+
+def test_a_dark_core_is_not_brightened() -> None:
+    """Only enhancement above the surrounding marrow is scaled: a necrotic core darker than marrow
+    (a rim-enhancing lesion) keeps its values."""
+    images, masks = _lesion_crops(4, radius=10)
+    yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    core = ((yy - 32) ** 2 + (xx - 32) ** 2) < 4 ** 2
+    deep = ((yy - 32) ** 2 + (xx - 32) ** 2) < 2 ** 2
+    images[:, :, core] = 0.1
+    out = soften_lesions(images, masks, torch.Generator().manual_seed(0), 1.0)
+    assert not torch.equal(out, images)
+    assert torch.equal(out[:, :, deep], images[:, :, deep])
+
+
 @pytest.mark.parametrize(("share", "lesion", "radius", "changed"), [
     (0.0, 0.8, 10, 0),   # share 0: nothing
     (1.0, 0.33, 10, 0),  # already fainter than 1.15 x marrow
     (1.0, 0.8, 1, 0),    # fewer than 9 lesion pixels
+    (1.0, 0.8, 2, 8),    # 9 lesion pixels: enough
+    (1.0, 0.8, 50, 0),   # the lesion fills the crop: no marrow around it to compare with
     (1.0, 0.8, 10, 8),
 ])
 def test_soften_lesions_leaves_what_it_should(share: float, lesion: float, radius: int, changed: int) -> None:
