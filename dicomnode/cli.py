@@ -141,6 +141,9 @@ def _add_train_radiomics(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", type=Path, default=None, help="feature table cache (.npz)")
     p.add_argument("--randomised-studies", type=int, default=0, help="with --phases 1: add N domain-randomised studies")
     p.add_argument("--figure", type=Path, default=None, help="PNG of the selected features' coefficients")
+    p.add_argument("--masks", choices=("truth", "node"), default="truth",
+                   help="the lesion measured: the ground truth's, or the node's own segmentation")
+    p.add_argument("--processes", type=int, default=1, help="worker processes making the studies")
 
 
 def _add_train_classifier(sub: argparse._SubParsersAction) -> None:
@@ -191,7 +194,8 @@ def _cmd_train_radiomics(args: argparse.Namespace) -> int:
     from training.train_radiomics import train
 
     try:
-        train(args.studies, args.seed, args.phases, args.out, args.cache, args.figure, args.randomised_studies)
+        train(args.studies, args.seed, args.phases, args.out, args.cache, args.figure, args.randomised_studies,
+              masks=args.masks, processes=args.processes)
     except TrainingError as exc:
         raise NodeError(str(exc)) from exc
     return 0

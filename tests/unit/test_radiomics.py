@@ -123,3 +123,24 @@ def test_feature_table_takes_both_looks(tmp_path: Path) -> None:
     assert np.array_equal(again[0], x, equal_nan=True)
     with pytest.raises(TrainingError, match="single-phase"):
         train(10, 40000, 5, tmp_path / "sig.json", None, None, randomised_studies=2)
+
+
+def test_feature_table_on_the_nodes_own_lesions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """``--masks node`` measures the lesion the node reports (the shipped U-Net), close to the
+    truth's on a classic study; a study where the node reports none is left out, and said so."""
+    import training.train_radiomics as tr
+
+    truth, _, names = tr.build_table(range(30000, 30001), 1, None)
+    node, _, node_names = tr.build_table(range(30000, 30001), 1, None, masks="node")
+    assert node_names == names
+    volume = names.index("peak_original_shape_VoxelVolume")
+    assert 0.7 < node[0, volume] / truth[0, volume] < 1.3
+    assert not np.array_equal(node, truth, equal_nan=True)  # its own mask, not the truth's
+    real = tr.node_lesion
+    monkeypatch.setattr(tr, "node_lesion", lambda v: None if v.series_uid == "randomised-70000" else real(v))
+    x, y, _ = tr.build_table(range(30000, 30001), 1, None, range(70000, 70001), masks="node")
+    assert x.shape[0] == len(y) == 1
+    assert "1 of 2 studies left out" in capsys.readouterr().out
+    with pytest.raises(tr.TrainingError, match="masks must be one of"):
+        tr.build_table(range(1), 1, None, masks="drawn")
