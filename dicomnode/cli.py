@@ -162,6 +162,8 @@ def _add_train_classifier(sub: argparse._SubParsersAction) -> None:
                           ("randomised-studies", 0), ("held-out-randomised", 0), ("processes", 1)):
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--masks", choices=("truth", "node"), default="truth",
+                   help="centre the cubes (training and held-out) on the ground truth's lesion or the node's own")
 
 
 def _add_evaluate_seg(sub: argparse._SubParsersAction) -> None:
@@ -208,7 +210,8 @@ def _cmd_train_classifier(args: argparse.Namespace) -> int:
     cfg = TrainConfig(studies=args.studies, steps=args.steps, batch=args.batch, lr=args.lr, folds=args.folds,
                       seed=args.seed, threads=args.threads, held_out_single=args.held_out_single,
                       held_out_dynamic=args.held_out_dynamic, randomised_studies=args.randomised_studies,
-                      held_out_randomised=args.held_out_randomised, processes=args.processes)
+                      held_out_randomised=args.held_out_randomised, processes=args.processes,
+                      masks=args.masks)
     try:
         train(cfg, args.work, args.out, data_dir=args.data, labels=args.labels, figure=args.figure,
               report=args.report, skip_cv=args.no_cv)

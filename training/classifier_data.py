@@ -23,6 +23,7 @@ from pipeline.lesions import largest_component
 from pipeline.parameter_maps import with_marrow_reference
 from pipeline.volume import Volume
 from training.errors import TrainingDataError
+from training.node_segmentation import MASKS, node_lesions
 from training.parallel import map_studies
 
 LABELS = {"primary": 0, "metastasis": 1}
@@ -72,9 +73,12 @@ class CubeSet:
         return cls(torch.stack(cubes), torch.tensor(labels), torch.tensor(dynamic), names)
 
 
-def volume_cube(volume: Volume, mask: np.ndarray) -> np.ndarray:
+def volume_cube(volume: Volume, mask: np.ndarray, lesion: np.ndarray | None = None) -> np.ndarray:
+    """The cube around ``lesion`` (default: the largest component of ``mask``), ``mask`` as its
+    lesion channel."""
     image, marrow, maps = with_marrow_reference(volume)
-    return classifier_cube(image, maps, marrow, largest_component(mask), volume.spacing, mask)
+    centre = largest_component(mask) if lesion is None else lesion
+    return classifier_cube(image, maps, marrow, centre, volume.spacing, mask)
 
 
 def phantom_items(seeds: Iterable[int], dynamic_fraction: float = 0.4,
@@ -113,17 +117,33 @@ def look_items(look: str, seeds: Iterable[int], phases: int | None = None, dynam
     return phantom_items(seeds, dynamic_fraction, phases)
 
 
-def _cube_of(args: tuple[str, int, int | None, float]) -> tuple[str, np.ndarray, int, bool]:
-    look, seed, phases, fraction = args
+def _cube_of(args: tuple[str, int, int | None, float, str]) -> tuple[str, np.ndarray, int, bool] | None:
+    look, seed, phases, fraction, masks = args
     name, volume, mask, label = next(iter(look_items(look, [seed], phases, fraction)))
-    return name, volume_cube(volume, mask).astype(np.float16), label, volume.phases > 1
+    if masks == "truth":
+        cube = volume_cube(volume, mask)
+    else:
+        found = node_lesions(volume)
+        if found is None:
+            return None
+        cube = volume_cube(volume, found.source, found.largest)
+    return name, cube.astype(np.float16), label, volume.phases > 1
 
 
 def phantom_cubes(look: str, seeds: range, *, phases: int | None = None, dynamic_fraction: float = 0.4,
-                  processes: int = 1, desc: str = "cubes") -> CubeSet:
-    """The cubes of ``look``'s studies, made in ``processes`` worker processes (one thread each)."""
-    jobs = [(look, seed, phases, dynamic_fraction) for seed in seeds]
-    parts = map_studies(_cube_of, jobs, processes, desc)
+                  processes: int = 1, desc: str = "cubes", masks: str = "truth") -> CubeSet:
+    """The cubes of ``look``'s studies, made in ``processes`` worker processes (one thread each),
+    around the ground truth's largest lesion or (``masks="node"``) the node's own; a study where
+    the node finds no lesion is left out (it gets an abstention, never a class), and said so."""
+    if masks not in MASKS:
+        raise TrainingDataError(f"masks must be one of {MASKS}, not {masks!r}")
+    jobs = [(look, seed, phases, dynamic_fraction, masks) for seed in seeds]
+    made = map_studies(_cube_of, jobs, processes, desc)
+    parts = [p for p in made if p is not None]
+    if len(parts) < len(made):
+        print(f"{desc}: {len(made) - len(parts)} of {len(made)} studies left out, the node found no lesion")
+    if not parts:
+        raise TrainingDataError(f"{desc}: no study has a lesion to centre a cube on")
     return CubeSet(torch.stack([torch.from_numpy(c) for _, c, _, _ in parts]),
                    torch.tensor([lab for _, _, lab, _ in parts]), torch.tensor([d for _, _, _, d in parts]),
                    [n for n, _, _, _ in parts])

@@ -58,6 +58,7 @@ class TrainConfig:
     randomised_studies: int = 0
     held_out_randomised: int = 0
     processes: int = 1
+    masks: str = "truth"  # the lesion each cube is centred on: the ground truth's or the node's own
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -116,14 +117,24 @@ def cross_validate(data: CubeSet, cfg: TrainConfig) -> dict[str, Any]:
     return {"folds": cfg.folds, "metrics": summary, "pooled_out_of_fold": pooled, "per_fold": per_fold}
 
 
-def radiomics_probabilities(items: Iterable[tuple[str, Volume, np.ndarray, int]]) -> np.ndarray:
-    """P(metastasis) of the shipped radiomics signature for each study."""
+def radiomics_probabilities(items: Iterable[tuple[str, Volume, np.ndarray, int]], masks: str = "truth",
+                            names: list[str] | None = None) -> np.ndarray:
+    """P(metastasis) of the shipped radiomics signature for each study (only those in ``names``
+    when given), on the ground truth's largest lesion or the node's (``masks="node"``)."""
     from models.radiomics_signature import Signature
     from pipeline.analysis import SIGNATURES
+    from training.node_segmentation import node_lesions
     from training.train_radiomics import lesion_features
 
     out = []
-    for _, volume, mask, _ in items:
+    for name, volume, mask, _ in items:
+        if names is not None and name not in names:
+            continue
+        if masks == "node":
+            found = node_lesions(volume)
+            if found is None:
+                raise TrainingDataError(f"{name}: the node found no lesion (not one of the cubes' studies)")
+            mask = found.largest
         signature = Signature.load(SIGNATURES / f"radiomics_{'dynamic' if volume.phases > 1 else 'single'}.json")
         out.append(signature.probability(lesion_features(volume, mask)))
     return np.array(out)
@@ -141,20 +152,23 @@ def reliability(y: np.ndarray, prob: np.ndarray, bins: int = 5) -> list[dict[str
             for b in range(bins) if (which == b).any()]
 
 
-def _cache_tag() -> str:
-    """Cubes depend on normal marrow's level, hence on the spine localiser that finds the body."""
+def _cache_tag(masks: str = "truth") -> str:
+    """Cubes depend on normal marrow's level, hence on the spine localiser that finds the body,
+    and, on the node's masks, on the U-Net."""
     from pipeline.localiser import DEFAULT_LOCALISER
+    from pipeline.segmentation import DEFAULT_WEIGHTS
 
-    return f"c{len(CHANNELS)}-spine{weights.sha256_file(DEFAULT_LOCALISER)[:8]}"
+    tag = f"c{len(CHANNELS)}-spine{weights.sha256_file(DEFAULT_LOCALISER)[:8]}"
+    return tag if masks == "truth" else f"{tag}-node{weights.sha256_file(DEFAULT_WEIGHTS)[:8]}"
 
 
 def cached_cubes(work: Path, look: str, seeds: range, *, phases: int | None = None, dynamic_fraction: float = 0.4,
-                 processes: int = 1, desc: str = "cubes") -> CubeSet:
-    cache = work / f"{look}-{seeds.start}-{len(seeds)}-p{phases}-d{dynamic_fraction}-{_cache_tag()}.npz"
+                 processes: int = 1, desc: str = "cubes", masks: str = "truth") -> CubeSet:
+    cache = work / f"{look}-{seeds.start}-{len(seeds)}-p{phases}-d{dynamic_fraction}-{_cache_tag(masks)}.npz"
     if cache.exists():
         return CubeSet.load(cache)
     data = phantom_cubes(look, seeds, phases=phases, dynamic_fraction=dynamic_fraction, processes=processes,
-                         desc=desc)
+                         desc=desc, masks=masks)
     data.save(cache)
     return data
 
@@ -171,13 +185,14 @@ def held_out(model: Classifier3D, cfg: TrainConfig, work: Path, figure: Path | N
         if not len(seeds):
             continue
         data = cached_cubes(work, look, seeds, phases=phases, dynamic_fraction=1.0, processes=cfg.processes,
-                            desc=f"held-out {mode}")
+                            desc=f"held-out {mode}", masks=cfg.masks)
         y = data.labels.numpy()
         t = time.perf_counter()
         prob = predict(model, data.cubes)
         per_study = (time.perf_counter() - t) / len(y)
-        rad = radiomics_probabilities(look_items(look, seeds, phases, 1.0))
+        rad = radiomics_probabilities(look_items(look, seeds, phases, 1.0), cfg.masks, data.names)
         results[mode] = {"studies": len(y), "look": look, "seeds": f"{seeds.start}-{seeds.stop - 1}",
+                         "masks": cfg.masks, "left_out": len(seeds) - len(y),
                          "classifier": binary_metrics(y, prob), "radiomics": binary_metrics(y, rad),
                          "classifier_reliability": reliability(y, prob),
                          "classifier_s_per_study_batched": round(per_study, 4)}
@@ -217,11 +232,11 @@ def load_training_set(cfg: TrainConfig, work: Path, data_dir: Path | None, label
         items = site_items(data_dir, labels)
         return CubeSet.build(items, total=len(items), desc="site cubes")
     parts = [cached_cubes(work, "classic", range(TRAIN_SEED, TRAIN_SEED + cfg.studies), processes=cfg.processes,
-                          desc="training cubes")]
+                          desc="training cubes", masks=cfg.masks)]
     if cfg.randomised_studies:
         seeds = range(RANDOMISED_TRAIN_SEED, RANDOMISED_TRAIN_SEED + cfg.randomised_studies)
         parts.append(cached_cubes(work, "randomised", seeds, processes=cfg.processes,
-                                  desc="randomised training cubes"))
+                                  desc="randomised training cubes", masks=cfg.masks))
     return CubeSet.concat(parts)
 
 
@@ -230,6 +245,8 @@ def _data_description(cfg: TrainConfig) -> str:
     if cfg.randomised_studies:
         text += (f", randomised phantom seeds {RANDOMISED_TRAIN_SEED}-"
                  f"{RANDOMISED_TRAIN_SEED + cfg.randomised_studies - 1}")
+    if cfg.masks == "node":
+        text += "; cubes around the lesions the node segments (shipped U-Net)"
     return text
 
 

@@ -21,11 +21,11 @@ from pipeline.parameter_maps import with_marrow_reference
 from pipeline.radiomics import extract
 from pipeline.volume import Volume
 from training.errors import TrainingError
+from training.node_segmentation import MASKS, node_lesions
 from training.parallel import map_studies
 from training.signature import cross_validate, fit
 
 RANDOMISED_SEED = 70000
-MASKS = ("truth", "node")
 
 
 def lesion_features(volume: Volume, mask: np.ndarray) -> dict[str, float]:
@@ -39,26 +39,15 @@ def study_features(seed: int, phases: int) -> tuple[dict[str, float], int]:
     return lesion_features(study.volume(), study.mask), study.label
 
 
-def node_lesion(volume: Volume) -> np.ndarray | None:
-    """The largest lesion the node reports for ``volume`` (fp32 U-Net in the located body, region
-    growing's when the U-Net finds none); None when it reports no lesion."""
-    from pipeline.analysis import analyse
-    from pipeline.errors import InputRejected
-
-    try:
-        analysis = analyse(volume, precision="fp32", use_radiomics=False, use_classifier=False)
-    except InputRejected:
-        return None
-    return analysis.lesions[0].mask
-
-
 def _row(job: tuple[str, int, int, str]) -> tuple[dict[str, float] | None, int]:
     from training.classifier_data import look_items
 
     look, seed, phases, masks = job
     _, volume, truth, label = next(iter(look_items(look, [seed], phases)))
-    mask = truth if masks == "truth" else node_lesion(volume)
-    return (None if mask is None else lesion_features(volume, mask)), label
+    if masks == "truth":
+        return lesion_features(volume, truth), label
+    found = node_lesions(volume)
+    return (None if found is None else lesion_features(volume, found.largest)), label
 
 
 def build_table(seeds: range, phases: int, cache: Path | None, randomised: range = range(0), *,

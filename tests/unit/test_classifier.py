@@ -83,6 +83,31 @@ def test_a_site_folder_with_a_label_file_gives_labelled_cubes(tmp_path: Path) ->
     assert bool(data.dynamic[0]) and torch.any(data.cubes[0, 2:4] != 0)  # inflow/outflow present
 
 
+def test_cubes_around_the_nodes_own_lesions(tiny_set: CubeSet, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """``--masks node``: the cube is centred on the lesion the node reports (close to the truth's
+    on classic studies, not the truth itself); a study where the node finds none is left out,
+    and its radiomics probability is not asked for."""
+    import training.classifier_data as cd
+    from training.train_classifier import radiomics_probabilities
+
+    node = cd.phantom_cubes("classic", range(40000, 40002), phases=1, masks="node")
+    assert node.names == tiny_set.names[:2] and torch.equal(node.labels, tiny_set.labels[:2])
+    for k in range(2):
+        truth_mask, node_mask = tiny_set.cubes[k, 4] > 0.5, node.cubes[k, 4] > 0.5
+        overlap = 2 * float((truth_mask & node_mask).sum()) / float(truth_mask.sum() + node_mask.sum())
+        assert 0.7 < overlap < 1.0
+    real = cd.node_lesions
+    monkeypatch.setattr(cd, "node_lesions", lambda v: None if v.series_uid.endswith("40000") else real(v))
+    one = cd.phantom_cubes("classic", range(40000, 40002), phases=1, masks="node", desc="test cubes")
+    assert one.names == ["phantom-40001"] and torch.equal(one.cubes[0], node.cubes[1])
+    assert "test cubes: 1 of 2 studies left out" in capsys.readouterr().out
+    rad = radiomics_probabilities(phantom_items(range(40000, 40002), phases=1), "node", one.names)
+    assert rad.shape == (1,) and 0 <= rad[0] <= 1
+    with pytest.raises(cd.TrainingDataError, match="masks must be one of"):
+        cd.phantom_cubes("classic", range(1), masks="drawn")
+
+
 def test_shipped_classifier_separates_held_out_phantoms() -> None:
     """Committed weights on held-out seeds (training never used 900000+): mostly right."""
     classifier = Classifier(DEFAULT_WEIGHTS)

@@ -1,0 +1,36 @@
+"""The lesions the node itself reports for a series: the models that come after segmentation
+(radiomics signature, 3D classifier) are trained and scored on what they will see in the node,
+not only on the phantom's ground truth (``--masks node`` of ``train-radiomics`` and
+``train-classifier``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.volume import Volume
+
+MASKS = ("truth", "node")
+
+
+@dataclass(frozen=True)
+class NodeLesions:
+    largest: np.ndarray  # the largest lesion reported (what radiomics measures, the cube's centre)
+    source: np.ndarray  # the mask the lesions come from (the cube's lesion channel)
+
+
+def node_lesions(volume: Volume) -> NodeLesions | None:
+    """The node's lesions for ``volume`` (:func:`pipeline.analysis.analyse`, fp32 U-Net in the
+    located body, region growing's lesions when the U-Net finds none); None when it reports no
+    lesion (it sends an abstention then, so no model after segmentation sees the series)."""
+    from pipeline.analysis import LesionSource, analyse
+    from pipeline.errors import InputRejected
+
+    try:
+        a = analyse(volume, precision="fp32", use_radiomics=False, use_classifier=False)
+    except InputRejected:
+        return None
+    source = a.unet_mask if a.lesion_source is LesionSource.UNET else a.region_growing.mask
+    assert source is not None  # the U-Net's lesions come with its mask
+    return NodeLesions(largest=a.lesions[0].mask, source=source)
