@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=None, help="cube caches: score on the held-out phantoms")
     parser.add_argument("--held-out-randomised", type=int, default=40)
+    parser.add_argument("--masks", choices=("truth", "node"), default="truth",
+                        help="held-out cubes around the ground truth's lesion or the node's own")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args(argv)
     if args.threads:
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.work is not None:
         from training.train_classifier import TrainConfig, held_out
 
-        cfg = TrainConfig(held_out_randomised=args.held_out_randomised)
+        cfg = TrainConfig(held_out_randomised=args.held_out_randomised, masks=args.masks)
         result["held_out"] = held_out(ensemble, cfg, args.work, None)
     print(json.dumps(result, indent=2))
     return 0

@@ -173,6 +173,21 @@ def cached_cubes(work: Path, look: str, seeds: range, *, phases: int | None = No
     return data
 
 
+def cached_radiomics(work: Path, look: str, seeds: range, phases: int | None, masks: str,
+                     names: list[str]) -> np.ndarray:
+    """:func:`radiomics_probabilities` of held-out studies, cached beside their cubes (named by
+    the shipped signatures' checksums, so a new signature is scored afresh)."""
+    from pipeline.analysis import SIGNATURES
+
+    sigs = "".join(weights.sha256_file(SIGNATURES / f"radiomics_{m}.json")[:6] for m in ("single", "dynamic"))
+    cache = work / f"radiomics-{look}-{seeds.start}-{len(seeds)}-p{phases}-{_cache_tag(masks)}-r{sigs}.npy"
+    if cache.exists():
+        return np.load(cache)
+    rad = radiomics_probabilities(look_items(look, seeds, phases, 1.0), masks, names)
+    np.save(cache, rad)
+    return rad
+
+
 def held_out(model: Classifier3D, cfg: TrainConfig, work: Path, figure: Path | None) -> dict[str, Any]:
     """Classifier and radiomics model on held-out phantoms, per mode; ROC curves of both."""
     results: dict[str, Any] = {}
@@ -190,7 +205,7 @@ def held_out(model: Classifier3D, cfg: TrainConfig, work: Path, figure: Path | N
         t = time.perf_counter()
         prob = predict(model, data.cubes)
         per_study = (time.perf_counter() - t) / len(y)
-        rad = radiomics_probabilities(look_items(look, seeds, phases, 1.0), cfg.masks, data.names)
+        rad = cached_radiomics(work, look, seeds, phases, cfg.masks, data.names)
         results[mode] = {"studies": len(y), "look": look, "seeds": f"{seeds.start}-{seeds.stop - 1}",
                          "masks": cfg.masks, "left_out": len(seeds) - len(y),
                          "classifier": binary_metrics(y, prob), "radiomics": binary_metrics(y, rad),

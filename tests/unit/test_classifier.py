@@ -154,3 +154,27 @@ def test_an_ensemble_file_averages_its_members(tiny_set: CubeSet, tmp_path: Path
     assert len(three.members) == 3
     meta = (tmp_path / "both.pt.json").read_text()
     assert weights.sha256_file(paths[1]) in meta and "tiny seed 2" in meta
+
+
+def test_held_out_scores_both_models_and_caches_their_inputs(tiny_set: CubeSet, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held-out phantoms: the classifier's and the radiomics model's figures and the reliability
+    curve; a second run reads the cubes and the radiomics probabilities back from ``--work``."""
+    import training.classifier_data
+    import training.train_classifier as tc
+
+    model = train_network(tiny_set, TrainConfig(steps=1, batch=4), desc="test")
+    cfg = TrainConfig(held_out_single=6, held_out_dynamic=0)
+    first = tc.held_out(model, cfg, tmp_path, tmp_path / "roc.png")["single"]
+    assert first["studies"] == 6 and first["masks"] == "truth" and first["left_out"] == 0
+    assert set(first["classifier"]) == set(first["radiomics"]) == {"acc", "pre", "rec", "f1", "auc"}
+    assert sum(b["studies"] for b in first["classifier_reliability"]) == 6
+    assert (tmp_path / "roc.png").stat().st_size > 10_000
+
+    def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("made again instead of read from the cache")
+
+    monkeypatch.setattr(tc, "radiomics_probabilities", refuse)
+    monkeypatch.setattr(training.classifier_data, "map_studies", refuse)
+    again = tc.held_out(model, cfg, tmp_path, None)["single"]
+    assert again["radiomics"] == first["radiomics"] and again["classifier"] == first["classifier"]
