@@ -35,9 +35,9 @@ def _extractor(needed: frozenset[str] | None = ALL):  # noqa: ANN202
 
         radiomics.setVerbosity(logging.ERROR)  # pyradiomics logs to its own stderr handler
 
-        ex = featureextractor.RadiomicsFeatureExtractor(binCount=32, label=1, normalize=False,
-                                                        additionalInfo=False)
+        settings = {"binCount": 32, "label": 1, "normalize": False, "additionalInfo": False}
         if needed is None:
+            ex = featureextractor.RadiomicsFeatureExtractor(**settings)
             ex.enableAllFeatures()
             ex.enabledFeatures.pop("shape2D", None)  # 2D shape needs force2D; the 3D shape class stays
             ex.enableImageTypes(Original={}, Wavelet={}, LoG={"sigma": LOG_SIGMAS_MM})
@@ -57,12 +57,41 @@ def _extractor(needed: frozenset[str] | None = ALL):  # noqa: ANN202
                     sigmas.add(float(f"{whole}.{frac}"))
             if sigmas:
                 types["LoG"] = {"sigma": sorted(sigmas)}
+            ex = _selective_extractor()(needed, **settings)
             ex.disableAllFeatures()
             ex.enableFeaturesByName(**{c: sorted(set(f)) for c, f in classes.items()})
             ex.disableAllImageTypes()
             ex.enableImageTypes(**types)
         _EXTRACTORS[needed] = ex
     return _EXTRACTORS[needed]
+
+
+def _selective_extractor() -> type:
+    """pyradiomics' extractor that, on each filtered image (``original``, ``wavelet-LHL``,
+    ``log-sigma-1-0-mm-3D`` ...), computes only the feature classes and features the wanted names
+    take from that image, instead of every enabled class on every image (the wavelet filter yields
+    8 decompositions; a signature needs a few). The values are pyradiomics' own."""
+    from radiomics import featureextractor, getFeatureClasses
+
+    class Selective(featureextractor.RadiomicsFeatureExtractor):
+        def __init__(self, needed: frozenset[str], **settings: Any) -> None:
+            super().__init__(**settings)
+            self.per_image: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+            for name in needed:
+                image_type, cls, feature = name.split("_")
+                self.per_image[image_type][cls].append(feature)
+
+        def computeFeatures(self, image: Any, mask: Any, imageTypeName: str, **kwargs: Any) -> dict[str, Any]:  # noqa: N802
+            out: dict[str, Any] = {}
+            for cls, features in self.per_image.get(imageTypeName, {}).items():
+                feature_class = getFeatureClasses()[cls](image, mask, **kwargs)
+                for feature in features:
+                    feature_class.enableFeatureByName(feature)
+                for feature, value in feature_class.execute().items():
+                    out[f"{imageTypeName}_{cls}_{feature}"] = value
+            return out
+
+    return Selective
 
 
 def _crop(mask: np.ndarray, spacing: tuple[float, float, float]) -> tuple[slice, ...]:

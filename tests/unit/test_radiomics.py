@@ -49,6 +49,21 @@ def test_only_the_signatures_features_gives_the_same_values() -> None:
         assert all(part[n] == full[n] for n in names)
 
 
+def test_the_node_computes_only_what_its_signature_names() -> None:
+    """On each filtered image the node's extractor computes just the named features (one of the
+    8 wavelet decompositions here, one LoG sigma), not every class on every image."""
+    from pipeline.radiomics import _crop, _extractor, _image
+
+    study = generate_study(45, matrix=(256, 256), phases=1)
+    volume = study.volume()
+    lesion = largest_component(study.mask)
+    box = _crop(lesion, volume.spacing)
+    names = frozenset({"wavelet-LHL_glcm_MCC", "log-sigma-2-0-mm-3D_firstorder_Median"})
+    result = _extractor(names).execute(_image(volume.pixels[0][box].astype(np.float32), volume.spacing),
+                                       _image(lesion[box].astype(np.uint8), volume.spacing))
+    assert {k for k in result if not k.startswith("diagnostics")} == names
+
+
 def _synthetic(n: int = 90, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)
