@@ -23,7 +23,7 @@ from pipeline.lesions import largest_component
 from pipeline.parameter_maps import with_marrow_reference
 from pipeline.volume import Volume
 from training.errors import TrainingDataError
-from training.node_segmentation import MASKS, node_lesions
+from training.node_segmentation import MASKS, reference_lesions
 from training.parallel import map_studies
 
 LABELS = {"primary": 0, "metastasis": 1}
@@ -120,14 +120,10 @@ def look_items(look: str, seeds: Iterable[int], phases: int | None = None, dynam
 def _cube_of(args: tuple[str, int, int | None, float, str]) -> tuple[str, np.ndarray, int, bool] | None:
     look, seed, phases, fraction, masks = args
     name, volume, mask, label = next(iter(look_items(look, [seed], phases, fraction)))
-    if masks == "truth":
-        cube = volume_cube(volume, mask)
-    else:
-        found = node_lesions(volume)
-        if found is None:
-            return None
-        cube = volume_cube(volume, found.source, found.largest)
-    return name, cube.astype(np.float16), label, volume.phases > 1
+    found = reference_lesions(volume, mask, masks)
+    if found is None:
+        return None
+    return name, volume_cube(volume, found.source, found.largest).astype(np.float16), label, volume.phases > 1
 
 
 def phantom_cubes(look: str, seeds: range, *, phases: int | None = None, dynamic_fraction: float = 0.4,

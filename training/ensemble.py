@@ -18,6 +18,7 @@ import torch
 
 from models import weights
 from models.inception3d import Ensemble, InceptionResNet3D, load
+from training.node_segmentation import MASKS
 
 
 def members_of(path: Path) -> list[InceptionResNet3D]:
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=None, help="cube caches: score on the held-out phantoms")
     parser.add_argument("--held-out-randomised", type=int, default=40)
-    parser.add_argument("--masks", choices=("truth", "node"), default="truth",
+    parser.add_argument("--masks", choices=MASKS, default="truth",
                         help="held-out cubes around the ground truth's lesion or the node's own")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args(argv)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.lesions import largest_component
 from pipeline.volume import Volume
 
 MASKS = ("truth", "node")
@@ -34,3 +35,12 @@ def node_lesions(volume: Volume) -> NodeLesions | None:
     source = a.unet_mask if a.lesion_source is LesionSource.UNET else a.region_growing.mask
     assert source is not None  # the U-Net's lesions come with its mask
     return NodeLesions(largest=a.lesions[0].mask, source=source)
+
+
+def reference_lesions(volume: Volume, truth: np.ndarray, masks: str) -> NodeLesions | None:
+    """The lesions a model after segmentation is trained or scored on: the ground truth's
+    (``masks="truth"``: its largest component, the whole mask as the source) or the node's own
+    (``"node"``, :func:`node_lesions`; None when the node reports none)."""
+    if masks == "truth":
+        return NodeLesions(largest=largest_component(truth), source=truth)
+    return node_lesions(volume)

@@ -123,20 +123,18 @@ def radiomics_probabilities(items: Iterable[tuple[str, Volume, np.ndarray, int]]
     when given), on the ground truth's largest lesion or the node's (``masks="node"``)."""
     from models.radiomics_signature import Signature
     from pipeline.analysis import SIGNATURES
-    from training.node_segmentation import node_lesions
+    from training.node_segmentation import reference_lesions
     from training.train_radiomics import lesion_features
 
     out = []
     for name, volume, mask, _ in items:
         if names is not None and name not in names:
             continue
-        if masks == "node":
-            found = node_lesions(volume)
-            if found is None:
-                raise TrainingDataError(f"{name}: the node found no lesion (not one of the cubes' studies)")
-            mask = found.largest
+        found = reference_lesions(volume, mask, masks)
+        if found is None:
+            raise TrainingDataError(f"{name}: the node found no lesion (not one of the cubes' studies)")
         signature = Signature.load(SIGNATURES / f"radiomics_{'dynamic' if volume.phases > 1 else 'single'}.json")
-        out.append(signature.probability(lesion_features(volume, mask)))
+        out.append(signature.probability(lesion_features(volume, found.largest)))
     return np.array(out)
 
 

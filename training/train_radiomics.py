@@ -21,7 +21,7 @@ from pipeline.parameter_maps import with_marrow_reference
 from pipeline.radiomics import extract
 from pipeline.volume import Volume
 from training.errors import TrainingError
-from training.node_segmentation import MASKS, node_lesions
+from training.node_segmentation import MASKS, reference_lesions
 from training.parallel import map_studies
 from training.signature import cross_validate, fit
 
@@ -44,9 +44,7 @@ def _row(job: tuple[str, int, int, str]) -> tuple[dict[str, float] | None, int]:
 
     look, seed, phases, masks = job
     _, volume, truth, label = next(iter(look_items(look, [seed], phases)))
-    if masks == "truth":
-        return lesion_features(volume, truth), label
-    found = node_lesions(volume)
+    found = reference_lesions(volume, truth, masks)
     return (None if found is None else lesion_features(volume, found.largest)), label
 
 

@@ -152,8 +152,10 @@ def test_feature_table_on_the_nodes_own_lesions(tmp_path: Path, monkeypatch: pyt
     volume = names.index("peak_original_shape_VoxelVolume")
     assert 0.7 < node[0, volume] / truth[0, volume] < 1.3
     assert not np.array_equal(node, truth, equal_nan=True)  # its own mask, not the truth's
-    real = tr.node_lesions
-    monkeypatch.setattr(tr, "node_lesions", lambda v: None if v.series_uid == "randomised-70000" else real(v))
+    import training.node_segmentation as ns
+
+    real = ns.node_lesions
+    monkeypatch.setattr(ns, "node_lesions", lambda v: None if v.series_uid == "randomised-70000" else real(v))
     x, y, _ = tr.build_table(range(30000, 30001), 1, None, range(70000, 70001), masks="node")
     assert x.shape[0] == len(y) == 1
     assert "1 of 2 studies left out" in capsys.readouterr().out
