@@ -11,12 +11,17 @@ C. **Partitions** (Fig. 1D-E): each slice of the expanded region is cut into par
    partitions that overlap the initial region by at least half are kept.
 D. **3D fusion** (Fig. 1F): the kept partitions of all slices form one 3D candidate region.
 E. **Seed** (Fig. 1G): the voxel of highest enhancement in the candidate region (on the
-   smoothed image, so that a noise spike is not chosen).
+   smoothed image, so that a noise spike is not chosen), at least 3 mm inside the body's edge:
+   the cortex and the vessels and muscles around the body may be brighter than marrow (on some
+   scanners brighter than the lesion) and must not become seeds.
 F. **Growing**: 3D connected growth from the seed over voxels brighter than halfway between
-   normal marrow (the body's 40th percentile) and the lesion's level at the seed, within 6 mm of
-   the body (primary tumours break out of it, but the muscles around the spine enhance as much as
-   a weak tumour, so unlimited growth leaks into them). A region that floods more than 60 % of
-   the body is grown again from a threshold closer to the seed (65 %, then 80 % of the way).
+   normal marrow (the body's 40th percentile) and the lesion's level, within 6 mm of the body
+   (primary tumours break out of it, but the muscles around the spine enhance as much as a weak
+   tumour, so unlimited growth leaks into them). The lesion's level is first the seed's, then the
+   median of what was grown (up to three rounds): a seed is a lesion's brightest voxel, and a
+   threshold halfway to it cuts rim-enhancing or textured lesions in half. A region that floods
+   more than 60 % of the body is grown again confined to the body (a bright cortex or a bright
+   neighbour joined it), then from a threshold closer to the seed (65 %, then 80 % of the way).
    A grown region less than half inside the body is dropped (a lesion lies inside or arises
    from the vertebral body). Holes inside a grown slice are
    filled (non-enhancing cores enclosed by an enhancing rim belong to the lesion).
@@ -43,6 +48,8 @@ MAX_SEEDS = 15  # seeds tried, those dropped (outside the body) included
 GROWTH_MARGIN_MM = 6.0
 MAX_BODY_FRACTION = 0.6
 MIN_INSIDE_BODY = 0.5
+SEED_DEPTH_MM = 3.0  # seeds lie at least this far inside the body's edge
+LEVEL_ROUNDS = 3  # the lesion's level re-estimated from the grown region this many times at most
 _GROW = np.zeros((3, 3, 3), dtype=bool)
 _GROW[1] = True  # 8-connected in-plane
 _GROW[0, 1, 1] = _GROW[2, 1, 1] = True  # and to the same pixel in the neighbouring slices
@@ -88,6 +95,36 @@ def candidate_region(smooth: np.ndarray, body: BodyRegion, expanded: np.ndarray,
     return out | body.mask
 
 
+def _component(above: np.ndarray, seed: tuple[int, int, int]) -> np.ndarray:
+    """The connected part of ``above`` that holds ``seed`` (empty when the seed is not in it)."""
+    labels, _ = ndimage.label(above, structure=_GROW)
+    return labels == labels[seed] if labels[seed] else np.zeros_like(above)
+
+
+def _grow(smooth: np.ndarray, seed: tuple[int, int, int], level: float, allowed: np.ndarray, body: np.ndarray,
+          marrow: float, max_voxels: float) -> np.ndarray:
+    """Step F for one seed: growth halfway between marrow and the lesion's level, the level taken
+    from what was grown; confined to the body, then raised towards the seed, when it floods."""
+    where, estimate = allowed, level
+    for _ in range(LEVEL_ROUNDS + 1):
+        grown = _component((smooth >= marrow + 0.5 * (estimate - marrow)) & where, seed)
+        if grown.sum() > max_voxels and where is allowed:  # joined a bright cortex or neighbour
+            where = allowed & body
+            grown = _component((smooth >= marrow + 0.5 * (estimate - marrow)) & where, seed)
+        if grown.sum() > max_voxels or not grown.any():
+            break
+        median = max(float(np.median(smooth[grown])), 1.3 * marrow)  # a lesion is >= 1.3 x marrow
+        if abs(median - estimate) < 0.02 * estimate:
+            break
+        estimate = median
+    if grown.sum() > max_voxels:
+        for fraction in (0.5, 0.65, 0.8):  # a faint seed floods the marrow: raise the threshold
+            grown = _component((smooth >= marrow + fraction * (level - marrow)) & where, seed)
+            if grown.sum() <= max_voxels:
+                break
+    return grown
+
+
 def _grow_from_seeds(smooth: np.ndarray, search: np.ndarray, allowed: np.ndarray, body: np.ndarray,
                      marrow: float, body_voxels: int) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
     """Steps E-F: grow from the brightest seeds left in ``search`` (changed here) while they stand
@@ -107,12 +144,7 @@ def _grow_from_seeds(smooth: np.ndarray, search: np.ndarray, allowed: np.ndarray
             break
         if level <= marrow * 1.1:
             break
-        for fraction in (0.5, 0.65, 0.8):  # a faint seed floods the marrow: raise the threshold
-            threshold = marrow + fraction * (level - marrow)
-            labels, _ = ndimage.label((smooth >= threshold) & allowed, structure=_GROW)
-            grown = labels == labels[z, y, x]
-            if grown.sum() <= MAX_BODY_FRACTION * body_voxels:
-                break
+        grown = _grow(smooth, (z, y, x), level, allowed, body, marrow, MAX_BODY_FRACTION * body_voxels)
         grown = fill_holes_per_slice(grown)
         search[ndimage.binary_dilation(grown, iterations=2)] = -np.inf
         if np.count_nonzero(grown & body) < MIN_INSIDE_BODY * np.count_nonzero(grown):
@@ -142,8 +174,12 @@ def segment(image: np.ndarray, pixel_mm: tuple[float, float]) -> RegionGrowingRe
     box = in_plane_box(expanded2d, pad=margin + 3)
     body_box, smooth_box = body.mask[box], smooth[box]
     allowed = expanded[box] & ndimage.binary_dilation(body_box, structure=_GROW, iterations=margin)
-    # seeds only where growth is allowed: a seed outside it would lie in no grown component
-    search = np.where(candidate[box] & allowed, smooth_box, -np.inf)
+    # seeds only where growth is allowed (a seed outside it would lie in no grown component), and
+    # deep in the body, away from its cortex (the whole body when it is too thin for that)
+    depth = max(1, round(SEED_DEPTH_MM / px))
+    disk = np.hypot(*np.mgrid[-depth:depth + 1, -depth:depth + 1]) <= depth
+    deep = ndimage.binary_erosion(body_box, structure=disk[None])
+    search = np.where(candidate[box] & allowed & (deep if deep.any() else body_box), smooth_box, -np.inf)
     grown_box, seeds = _grow_from_seeds(smooth_box, search, allowed, body_box, marrow, max(int(body.mask.sum()), 1))
     mask = np.zeros(image.shape, dtype=bool)
     mask[box] = grown_box
