@@ -145,3 +145,22 @@ def test_region_growing_confines_a_flood_to_the_body_before_raising_the_threshol
     allowed = np.broadcast_to(r <= 28, shape).copy()
     grown = _grow(image, (1, 40, 52), 250.0, allowed, body, 100.0, 0.6 * body.sum())
     assert np.array_equal(grown, lesion)
+
+
+def test_region_growing_never_takes_a_lesions_level_below_1_3_x_marrow() -> None:
+    """A weak lesion (1.5 x marrow) in a faint halo (1.26 x) beside marrow that is slightly bright
+    there (1.14 x): the halo's median must not drag the threshold into that marrow. The level
+    stays >= 1.3 x marrow (the specification's weakest lesion), so the threshold stays above 1.15 x."""
+    from pipeline.region_growing import _grow
+
+    shape = (3, 80, 80)
+    yy, xx = np.mgrid[0:80, 0:80]
+    r = np.hypot(yy - 40, xx - 40)
+    body = np.broadcast_to(r <= 36, shape)
+    image = np.full(shape, 100.0, dtype=np.float32)
+    image[np.broadcast_to((xx >= 40) & (r <= 36), shape)] = 114.0  # slightly bright marrow, a half body
+    halo = np.broadcast_to(np.hypot(yy - 40, xx - 40) <= 12, shape)
+    image[halo] = 126.0
+    image[np.broadcast_to(np.hypot(yy - 40, xx - 40) <= 6, shape)] = 150.0
+    grown = _grow(image, (1, 40, 40), 150.0, body.copy(), body, 100.0, 0.6 * body.sum())
+    assert np.array_equal(grown, halo)
