@@ -164,3 +164,35 @@ def test_region_growing_never_takes_a_lesions_level_below_1_3_x_marrow() -> None
     image[np.broadcast_to(np.hypot(yy - 40, xx - 40) <= 6, shape)] = 150.0
     grown = _grow(image, (1, 40, 40), 150.0, body.copy(), body, 100.0, 0.6 * body.sum())
     assert np.array_equal(grown, halo)
+
+
+def test_candidate_region_in_the_box_is_that_of_whole_slices() -> None:
+    """Steps C-D run in the expanded region's bounding box: the same candidate region as the
+    watershed of every whole slice with the gradient quantised on the same scale (a 512 x 512
+    classic study and a 256 x 192 randomised one)."""
+    from scipy import ndimage
+
+    from phantom.randomised import generate_randomised
+    from pipeline.anatomy import ellipse_mask, in_plane_box, locate_body
+    from pipeline.region_growing import _partitions, candidate_region
+
+    study = generate_study(910003, matrix=(512, 512))
+    randomised = generate_randomised(800001, matrix=(256, 192))
+    for image, px in ((study.pixels[0], study.params.pixel_spacing_mm),
+                      (randomised.pixels[0], float(randomised.meta["pixel_mm"]))):
+        image = image.astype(np.float32)
+        smooth = ndimage.gaussian_filter(image, (0, max(0.5, 0.6 / px), max(0.5, 0.6 / px)))
+        body = locate_body(image, smooth, (px, px))
+        expanded = ellipse_mask(image.shape[1:], body.centre, tuple(a * np.sqrt(5.0) for a in body.semi_axes))
+        _, rows, cols = in_plane_box(expanded, pad=8)
+        whole = np.zeros(image.shape, dtype=bool)
+        for k in range(image.shape[0]):
+            scale = float(ndimage.gaussian_gradient_magnitude(smooth[k, rows, cols], sigma=1.0).max())
+            labels = _partitions(smooth[k], expanded, px, scale=scale)
+            for label in range(1, labels.max() + 1):
+                part = labels == label
+                if body.mask[k][part].sum() >= 0.5 * part.sum():
+                    whole[k] |= part
+        boxed = candidate_region(smooth, body, expanded, px)
+        assert np.array_equal(boxed, whole | body.mask)
+        assert boxed.sum() > body.mask.sum()  # partitions beyond the body were kept
