@@ -32,7 +32,9 @@ MODEL_NAME = "spinenode"
 #    the maximum diameter is exact for flat lesions of more than 3,000 voxels (was subsampled).
 # 6: the SR's Algorithm Version is the release and revision, the models' checksums are Algorithm
 #    Parameters (the version held them all and was cut at 64 characters).
-OUTPUT_REVISION = 6
+# 7: region growing (code only, so versioned here) seeds 3 mm inside the body and takes its threshold
+#    from the grown lesion's level: its SEG segment, and the SR where its lesion is reported, change.
+OUTPUT_REVISION = 7
 NOT_FOR_DIAGNOSIS = "NOT FOR DIAGNOSIS - research use only, models trained on synthetic phantoms"
 
 
