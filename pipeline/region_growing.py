@@ -9,19 +9,22 @@ B. **Expansion x5** (Fig. 1D): the body ellipse scaled so that its area is five 
 C. **Partitions** (Fig. 1D-E): each slice of the expanded region is cut into partitions by a
    watershed of the gradient magnitude from a regular grid of markers (about every 5 mm); the
    partitions that overlap the initial region by at least half are kept.
-D. **3D fusion** (Fig. 1F): the kept partitions of all slices form one 3D candidate region.
-E. **Seed** (Fig. 1G): the voxel of highest enhancement in the candidate region (on the
-   smoothed image, so that a noise spike is not chosen), at least 3 mm inside the body's edge:
-   the cortex and the vessels and muscles around the body may be brighter than marrow (on some
-   scanners brighter than the lesion) and must not become seeds.
+D. **3D fusion** (Fig. 1F): the kept partitions of all slices and the body form one 3D candidate
+   region: where a lesion of the body may lie, its edge a few millimetres past the cortex.
+E. **Seed** (Fig. 1G): the voxel of highest enhancement (on the smoothed image, so that a noise
+   spike is not chosen) at least 3 mm (rounded to pixels) inside the body's edge, anywhere in the
+   body when no slice of it is that thick: the cortex and the vessels and muscles around the body
+   may be brighter than marrow (on some scanners brighter than the lesion) and must not become
+   seeds. (The paper takes it in the candidate region, which holds the body.)
 F. **Growing**: 3D connected growth from the seed over voxels brighter than halfway between
    normal marrow (the body's 40th percentile) and the lesion's level, within 6 mm of the body
    (primary tumours break out of it, but the muscles around the spine enhance as much as a weak
    tumour, so unlimited growth leaks into them). The lesion's level is first the seed's, then the
    median of what was grown (up to three rounds): a seed is a lesion's brightest voxel, and a
-   threshold halfway to it cuts rim-enhancing or textured lesions in half. A region that floods
-   more than 60 % of the body is grown again confined to the body (a bright cortex or a bright
-   neighbour joined it), then from a threshold closer to the seed (65 %, then 80 % of the way).
+   threshold halfway to it cuts rim-enhancing or textured lesions in half; the last region that did
+   not flood is kept. A region that floods more than 60 % of the body is grown again confined to
+   the candidate region (a bright cortex or a bright neighbour joined it), then from a threshold
+   closer to the seed (65 %, then 80 % of the way); no threshold is above the seed's own value.
    A grown region less than half inside the body is dropped (a lesion lies inside or arises
    from the vertebral body). Holes inside a grown slice are
    filled (non-enhancing cores enclosed by an enhancing rim belong to the lesion).
@@ -112,34 +115,44 @@ def _component(above: np.ndarray, seed: tuple[int, int, int]) -> np.ndarray:
     return labels == labels[seed] if labels[seed] else np.zeros_like(above)
 
 
-def _grow(smooth: np.ndarray, seed: tuple[int, int, int], level: float, allowed: np.ndarray, body: np.ndarray,
+def _grow(smooth: np.ndarray, seed: tuple[int, int, int], level: float, allowed: np.ndarray, confine: np.ndarray,
           marrow: float, max_voxels: float) -> np.ndarray:
     """Step F for one seed: growth halfway between marrow and the lesion's level, the level taken
-    from what was grown; confined to the body, then raised towards the seed, when it floods."""
-    where, estimate = allowed, level
+    from what was grown (the last region that did not flood is kept); a region that floods is grown
+    again within ``confine``, then from thresholds raised towards the seed. Never empty: no
+    threshold is above the seed's own value."""
+    ceiling = float(smooth[seed])
+
+    def component(threshold: float, where: np.ndarray) -> np.ndarray:
+        return _component((smooth >= min(threshold, ceiling)) & where, seed)
+
+    where, estimate, kept = allowed, level, None
     for _ in range(LEVEL_ROUNDS + 1):
-        grown = _component((smooth >= marrow + 0.5 * (estimate - marrow)) & where, seed)
+        grown = component(marrow + 0.5 * (estimate - marrow), where)
         if grown.sum() > max_voxels and where is allowed:  # joined a bright cortex or neighbour
-            where = allowed & body
-            grown = _component((smooth >= marrow + 0.5 * (estimate - marrow)) & where, seed)
-        if grown.sum() > max_voxels or not grown.any():
+            where = allowed & confine
+            grown = component(marrow + 0.5 * (estimate - marrow), where)
+        if grown.sum() > max_voxels:
             break
+        kept = grown
         median = max(float(np.median(smooth[grown])), 1.3 * marrow)  # a lesion is >= 1.3 x marrow
         if abs(median - estimate) < 0.02 * estimate:
             break
         estimate = median
-    if grown.sum() > max_voxels:
-        for fraction in (0.5, 0.65, 0.8):  # a faint seed floods the marrow: raise the threshold
-            grown = _component((smooth >= marrow + fraction * (level - marrow)) & where, seed)
-            if grown.sum() <= max_voxels:
-                break
+    if kept is not None:
+        return kept
+    for fraction in (0.65, 0.8):  # a faint seed floods even confined: raise the threshold
+        grown = component(marrow + fraction * (level - marrow), where)
+        if grown.sum() <= max_voxels:
+            break
     return grown
 
 
 def _grow_from_seeds(smooth: np.ndarray, search: np.ndarray, allowed: np.ndarray, body: np.ndarray,
-                     marrow: float, body_voxels: int) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
-    """Steps E-F: grow from the brightest seeds left in ``search`` (changed here) while they stand
-    out from the marrow; returns the lesions and their seeds."""
+                     candidate: np.ndarray, marrow: float, body_voxels: int
+                     ) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """Steps E-G: grow from the brightest seeds left in ``search`` (changed here) while they stand
+    out from the marrow; a flood is confined to ``candidate``; returns the lesions and their seeds."""
     mask = np.zeros(allowed.shape, dtype=bool)
     seeds: list[tuple[int, int, int]] = []
     first_level = None
@@ -155,7 +168,8 @@ def _grow_from_seeds(smooth: np.ndarray, search: np.ndarray, allowed: np.ndarray
             break
         if level <= marrow * 1.1:
             break
-        grown = _grow(smooth, (z, y, x), level, allowed, body, marrow, MAX_BODY_FRACTION * body_voxels)
+        grown = _grow(smooth, (z, y, x), level, allowed, candidate, marrow, MAX_BODY_FRACTION * body_voxels)
+        search[z, y, x] = -np.inf  # never the same seed twice
         grown = fill_holes_per_slice(grown)
         search[ndimage.binary_dilation(grown, iterations=2)] = -np.inf
         if np.count_nonzero(grown & body) < MIN_INSIDE_BODY * np.count_nonzero(grown):
@@ -186,12 +200,15 @@ def segment(image: np.ndarray, pixel_mm: tuple[float, float]) -> RegionGrowingRe
     body_box, smooth_box = body.mask[box], smooth[box]
     allowed = expanded[box] & ndimage.binary_dilation(body_box, structure=_GROW, iterations=margin)
     # seeds only where growth is allowed (a seed outside it would lie in no grown component), and
-    # deep in the body, away from its cortex (the whole body when it is too thin for that)
+    # deep in the body, away from its cortex (anywhere in the body when no slice of it is thick
+    # enough for that). The candidate region holds the body, so it does not restrict the seeds: it
+    # confines a region that floods
     depth = max(1, round(SEED_DEPTH_MM / px))
     disk = np.hypot(*np.mgrid[-depth:depth + 1, -depth:depth + 1]) <= depth
     deep = ndimage.binary_erosion(body_box, structure=disk[None])
-    search = np.where(candidate[box] & allowed & (deep if deep.any() else body_box), smooth_box, -np.inf)
-    grown_box, seeds = _grow_from_seeds(smooth_box, search, allowed, body_box, marrow, max(int(body.mask.sum()), 1))
+    search = np.where(allowed & (deep if deep.any() else body_box), smooth_box, -np.inf)
+    grown_box, seeds = _grow_from_seeds(smooth_box, search, allowed, body_box, candidate[box], marrow,
+                                        max(int(body.mask.sum()), 1))
     mask = np.zeros(image.shape, dtype=bool)
     mask[box] = grown_box
     seeds = [(z, y + box[1].start, x + box[2].start) for z, y, x in seeds]
