@@ -168,8 +168,9 @@ def _grow_from_seeds(smooth: np.ndarray, search: np.ndarray, allowed: np.ndarray
             break
         if level <= marrow * 1.1:
             break
+        # holds the seed (``search`` lies in ``allowed`` and the body, the candidate holds the body),
+        # so clearing around it below never leaves the same seed to be taken again
         grown = _grow(smooth, (z, y, x), level, allowed, candidate, marrow, MAX_BODY_FRACTION * body_voxels)
-        search[z, y, x] = -np.inf  # never the same seed twice
         grown = fill_holes_per_slice(grown)
         search[ndimage.binary_dilation(grown, iterations=2)] = -np.inf
         if np.count_nonzero(grown & body) < MIN_INSIDE_BODY * np.count_nonzero(grown):
