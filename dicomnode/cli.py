@@ -128,6 +128,7 @@ def _add_train_spine(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--classic-fraction", type=float, default=0.25, help="share of classic-look studies")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
+    p.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tuning)")
     p.add_argument("--held-out", type=int, default=0, metavar="N",
                    help="train nothing: score the shipped weights (or --out) on N held-out studies of each look")
 
@@ -240,6 +241,7 @@ def _cmd_train_unet(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_spine(args: argparse.Namespace) -> int:
+    from models.weights import WeightsError
     from training.errors import TrainingError
     from training.train_spine import SpineConfig, held_out_scores, train
 
@@ -250,10 +252,10 @@ def _cmd_train_spine(args: argparse.Namespace) -> int:
     cfg = SpineConfig(studies=args.studies, val_studies=args.val_studies, epochs=args.epochs,
                       steps_per_epoch=args.steps_per_epoch, batch=args.batch, lr=args.lr, seed=args.seed,
                       threads=args.threads, processes=args.processes, classic_fraction=args.classic_fraction,
-                      device=args.device)
+                      device=args.device, init=None if args.init is None else str(args.init))
     try:
         result = train(cfg, args.work, args.out)
-    except TrainingError as exc:
+    except (TrainingError, WeightsError) as exc:
         raise NodeError(str(exc)) from exc
     print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2))
     return 0

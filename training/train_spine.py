@@ -49,6 +49,7 @@ class SpineConfig:
     threads: int = 0
     processes: int = 1
     device: str = "auto"
+    init: str | None = None  # weights to start from (their .sha256 is checked): fine-tuning
 
 
 def classic_targets(params: object, shape: tuple[int, int, int]) -> np.ndarray:
@@ -145,7 +146,10 @@ class _Run:
     @classmethod
     def make(cls, cfg: SpineConfig) -> _Run:
         device = resolve_device(cfg.device)
-        model = AttentionResUNet(classes=CLASSES, base=BASE).to(device)
+        model = AttentionResUNet(classes=CLASSES, base=BASE)
+        if cfg.init is not None:
+            weights.load_into(model, Path(cfg.init))
+        model = model.to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * cfg.steps_per_epoch,
                                                     pct_start=0.1)
@@ -170,6 +174,8 @@ def train(cfg: SpineConfig, work: Path, out: Path | None) -> dict:
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.init is not None:
+        weights.verified_state(Path(cfg.init))  # a wrong path or checksum fails before minutes of data
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
     images, targets = make_data(range(cfg.train_seed, cfg.train_seed + cfg.studies), cfg.classic_fraction,
@@ -179,6 +185,10 @@ def train(cfg: SpineConfig, work: Path, out: Path | None) -> dict:
     run = _Run.make(cfg)
     history: list[dict] = []
     best = -1.0
+    if cfg.init is not None:  # fine-tuning keeps the weights it started from unless an epoch beats them
+        best = body_scores(run.model, val_images, val_targets)["body_dice"]
+        history.append({"epoch": 0, "body_dice": best, "init": cfg.init})
+        torch.save(run.model.state_dict(), work / "best.pt")
     for epoch in range(cfg.epochs):
         loss = run.epoch(images, targets, cfg, f"epoch {epoch + 1}/{cfg.epochs}")
         scores = body_scores(run.model, val_images, val_targets)

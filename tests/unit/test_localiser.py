@@ -95,3 +95,29 @@ def test_training_runs_two_steps(tmp_path: Path) -> None:
     assert len(result["history"]) == 1 and np.isfinite(result["history"][0]["loss"])
     assert 0.0 <= result["history"][0]["body_dice"] <= 1.0
     assert Path(f"{tmp_path / 'spine.pt'}.sha256").read_text().split()[0] == result["sha256"]
+
+
+def test_fine_tuning_starts_from_the_given_weights(tmp_path: Path) -> None:
+    """``--init``: the run starts from the shipped weights (checksum verified); with a learning rate
+    of ~0 its convolutions stay the shipped ones, where a fresh start draws new ones."""
+    from models import weights
+    from training.train_spine import SpineConfig, train
+
+    shipped, _ = weights.verified_state(DEFAULT_LOCALISER)
+    for init, same in ((str(DEFAULT_LOCALISER), True), (None, False)):
+        cfg = SpineConfig(studies=2, val_studies=1, epochs=1, steps_per_epoch=1, batch=2, threads=1, lr=1e-12,
+                          init=init)
+        out = tmp_path / f"spine-{same}.pt"
+        train(cfg, tmp_path / f"work-{same}", out)
+        state, _ = weights.verified_state(out)
+        convs = [k for k, v in state.items() if k.endswith("weight") and v.ndim == 4]
+        assert convs and all(torch.allclose(state[k], shipped[k], atol=1e-3) for k in convs) is same
+
+
+def test_fine_tuning_from_missing_weights_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A wrong ``--init`` stops at once with exit status 2 and the path, before any data is made."""
+    from dicomnode.cli import main
+
+    argv = ["train-spine", "--init", str(tmp_path / "nowhere.pt"), "--work", str(tmp_path / "work"), "--studies", "2"]
+    assert main(argv) == 2
+    assert "nowhere.pt" in capsys.readouterr().err and not (tmp_path / "work").exists()
