@@ -2,13 +2,15 @@
 
     .venv/bin/python -m bench.coverage --studies 10 --seed 900000
     .venv/bin/python -m bench.coverage --studies 20 --seed 900000 --look randomised   # the shifted look
+    .venv/bin/python -m bench.coverage --studies 20 --seed 905000 --look randomised --dynamic
 
 Each study is analysed in this process (`pipeline.analyse`, fp32 U-Net); printed per study: the
 truth, the finding the SR would code (metastasis, primary or indeterminate) with its reasons and
 P(metastasis); then coverage (share with a coded diagnosis) and the counts of right and wrong coded
 diagnoses. DESIGN.md asks for at least 70 % coverage on in-distribution data. Classic studies are
 written as DICOM and read back as the node reads them; randomised ones (``phantom.randomised``, no
-DICOM writer) become a :class:`pipeline.volume.Volume` directly, 3 mm slices.
+DICOM writer) become a :class:`pipeline.volume.Volume` directly, 3 mm slices. With ``--dynamic``
+every study is dynamic, 3-8 phases drawn per seed (``training.classifier_data``), in either look.
 """
 
 from __future__ import annotations
@@ -18,22 +20,26 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from phantom import generate_study, write_study
 from pipeline.analysis import analyse
 from pipeline.errors import InputRejected
 from pipeline.volume import Volume, load_series
+from training.classifier_data import phase_count
 
 
-def classic(seed: int, matrix: tuple[int, int], tmp: Path) -> tuple[Volume, str]:
-    study = generate_study(seed, matrix=matrix)
+def classic(seed: int, matrix: tuple[int, int], tmp: Path, dynamic: bool = False) -> tuple[Volume, str]:
+    phases = phase_count(np.random.default_rng([seed, 77]), None, 1.0) if dynamic else 1
+    study = generate_study(seed, matrix=matrix, phases=phases)
     folder = write_study(study, tmp)
     return load_series(sorted((folder / "series").glob("*.dcm"))), study.params.label_name
 
 
-def randomised(seed: int) -> tuple[Volume, str]:
+def randomised(seed: int, dynamic: bool = False) -> tuple[Volume, str]:
     from training.classifier_data import randomised_items
 
-    _, volume, _, label = next(iter(randomised_items([seed])))
+    _, volume, _, label = next(iter(randomised_items([seed], phases=None, dynamic_fraction=float(dynamic))))
     return volume, "metastasis" if label else "primary"
 
 
@@ -54,13 +60,15 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=900000, help="first held-out seed (training never uses 900000+)")
     parser.add_argument("--matrix", default="256x256", help="classic look only")
     parser.add_argument("--look", choices=("classic", "randomised"), default="classic")
+    parser.add_argument("--dynamic", action="store_true", help="dynamic studies (3-8 phases) instead of single-phase")
     args = parser.parse_args()
     rows, cols = (int(v) for v in args.matrix.split("x"))
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seed, args.seed + args.studies):
-            volume, truth = classic(seed, (rows, cols), Path(tmp)) if args.look == "classic" else randomised(seed)
-            row: dict = {"seed": seed, "truth": truth}
+            volume, truth = (classic(seed, (rows, cols), Path(tmp), args.dynamic) if args.look == "classic"
+                             else randomised(seed, args.dynamic))
+            row: dict = {"seed": seed, "truth": truth, "phases": volume.phases}
             try:
                 a = analyse(volume, precision="fp32")
             except InputRejected as exc:

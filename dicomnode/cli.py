@@ -160,7 +160,8 @@ def _add_train_classifier(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cv", action="store_true", help="skip the 10-fold cross-validation")
     for name, default in (("studies", 240), ("steps", 150), ("batch", 16), ("folds", 10), ("seed", 0),
                           ("threads", 0), ("held-out-single", 60), ("held-out-dynamic", 40),
-                          ("randomised-studies", 0), ("held-out-randomised", 0), ("processes", 1)):
+                          ("randomised-studies", 0), ("held-out-randomised", 0),
+                          ("held-out-randomised-dynamic", 0), ("processes", 1)):
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--masks", choices=("truth", "node"), default="truth",
@@ -171,7 +172,7 @@ def _add_evaluate_seg(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate-seg", help="U-Net vs region growing on held-out phantoms (PA, IoU, Dice)")
     p.add_argument("--studies", type=int, default=40)
     p.add_argument("--seed", type=int, default=900000, help="first held-out seed (training never uses 900000+)")
-    p.add_argument("--phases", type=int, default=1)
+    p.add_argument("--phases", type=int, default=1, help="1, or 3-8 for dynamic studies (either look)")
     p.add_argument("--out", type=Path, default=Path("var/evaluation"))
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     p.add_argument("--look", choices=("classic", "randomised"), default="classic",
@@ -211,7 +212,8 @@ def _cmd_train_classifier(args: argparse.Namespace) -> int:
     cfg = TrainConfig(studies=args.studies, steps=args.steps, batch=args.batch, lr=args.lr, folds=args.folds,
                       seed=args.seed, threads=args.threads, held_out_single=args.held_out_single,
                       held_out_dynamic=args.held_out_dynamic, randomised_studies=args.randomised_studies,
-                      held_out_randomised=args.held_out_randomised, processes=args.processes,
+                      held_out_randomised=args.held_out_randomised,
+                      held_out_randomised_dynamic=args.held_out_randomised_dynamic, processes=args.processes,
                       masks=args.masks)
     try:
         train(cfg, args.work, args.out, data_dir=args.data, labels=args.labels, figure=args.figure,

@@ -8,6 +8,14 @@ tilt (rendered: the slices cut the 3D anatomy obliquely) and the gain. What is k
 specification fixes: a lesion's peak is 1.3-3.0 x the marrow (1.7-3.0 metastasis, 1.3-2.4 primary),
 metastases are 1-3 round lesions of 6-25 mm, a primary one lobulated lesion of 15-40 mm that may
 break the cortex.
+
+A dynamic study (``phases`` 3-8, phase 1 pre-contrast) draws every tissue's curve at random too
+(:func:`kinetics`: pre-contrast share, uptake speed, arterial peak and decay of vessels), built
+differently from the classic look's fixed curves (``phantom.enhancement``); kept from the
+specification are the lesions' kinetics: a metastasis peaks within the first two post-contrast
+phases and has lost 10-35 % by the last, a primary enhances progressively and peaks at the last.
+One scan: the anatomy, texture, blur, resolution, bias field and gain are shared by the phases
+(the gain set against the 99.9th percentile of all of them), the noise is drawn anew for each.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ TABLE: dict[Label, tuple[float, float]] = {
 
 @dataclass(frozen=True)
 class RandomisedStudy:
-    """``pixels`` (1, slices, rows, cols) uint16 as stored; ``mask`` the lesions; ``spine`` the
+    """``pixels`` (phases, slices, rows, cols) uint16 as stored; ``mask`` the lesions; ``spine`` the
     vertebral bone (bodies and posterior elements, lesions inside them included); ``body`` the
     vertebral bodies (cortex and marrow, whatever a lesion paints inside them) and ``disc`` the
     intervertebral discs, the spine localiser's targets."""
@@ -132,34 +140,94 @@ def _smooth(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> n
     return (field - field.mean()) / max(float(field.std()), 1e-6)
 
 
+# tissues without contrast uptake (their signal barely changes between phases)
+NON_ENHANCING = (Label.AIR, Label.CORTEX, Label.CSF, Label.FAT, Label.EPIDURAL_FAT, Label.LUNG, Label.ANNULUS,
+                 Label.NUCLEUS, Label.BOWEL_CONTENT)
+VESSELS = (Label.AORTA, Label.CAVA, Label.KIDNEY)
+
+
+def _lesion_curve(rng: np.random.Generator, metastasis: bool, phases: int) -> np.ndarray:
+    """Enhancement of a lesion per phase: 0 before contrast, 1 at its peak. A metastasis peaks at
+    the first or second post-contrast phase and has lost 10-35 % of it by the last; a primary rises
+    progressively to its peak at the last phase."""
+    k = np.arange(phases, dtype=np.float64)
+    if not metastasis:
+        return (k / (phases - 1)) ** rng.uniform(0.3, 2.5)
+    peak = 1 if phases == 3 or rng.random() < 0.6 else 2
+    g = np.zeros(phases)
+    g[1] = 1.0 if peak == 1 else rng.uniform(0.4, 0.95)
+    after = (k[peak:] - peak) / (phases - 1 - peak)  # 0 at the peak, 1 at the last phase
+    g[peak:] = 1.0 - rng.uniform(0.10, 0.35) * after ** rng.uniform(0.5, 2.0)
+    return g
+
+
+def kinetics(rng: np.random.Generator, means: np.ndarray, metastasis: bool, phases: int) -> np.ndarray:
+    """(phases, N_LABELS) mean signal per phase, phase 1 pre-contrast; ``means`` is each tissue's
+    post-contrast peak, so the lesion's peak stays ``means[LESION]`` (its ratio to marrow's)."""
+    k = np.arange(phases, dtype=np.float64)
+    curves = np.empty((phases, N_LABELS), dtype=np.float64)
+    for label in Label:
+        post = float(means[label])
+        if label in NON_ENHANCING:
+            curves[:, label] = post * rng.uniform(0.93, 1.07, size=phases)
+            continue
+        pre = post * rng.uniform(0.2, 0.95)
+        # vessels: arterial, peak at the first post-contrast phase then decay; the rest: uptake
+        # towards a plateau, fast or slow
+        g = (np.exp(-(k - 1) / rng.uniform(0.7, 6.0)) if label in VESSELS
+             else 1.0 - np.exp(-k / rng.uniform(0.3, 3.0)))
+        g[0] = 0.0
+        curves[:, label] = pre + (post - pre) * g / g.max()
+    lesion_pre = curves[0, Label.MARROW] * rng.uniform(0.8, 1.2)
+    g = _lesion_curve(rng, metastasis, phases)
+    curves[:, Label.LESION] = lesion_pre + (float(means[Label.LESION]) - lesion_pre) * g
+    return curves.astype(np.float32)
+
+
 def render(labels: np.ndarray, pattern: np.ndarray, rng: np.random.Generator, metastasis: bool,
-           pixel_mm: float) -> tuple[np.ndarray, dict[str, Any]]:
-    """Label map -> stored uint16 image with random contrast, texture, blur, bias, noise and gain."""
+           pixel_mm: float, *, phases: int = 1, dynamics: np.random.Generator | None = None
+           ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Label map -> stored uint16 (phases, slices, rows, cols) image with random contrast, texture,
+    blur, bias, noise and gain. A dynamic study (``phases`` > 1) draws its curves and the noise of
+    phases 2.. from ``dynamics``, so that a single-phase study is the same whatever that is."""
     means = _means(rng, metastasis)
-    image = means[labels] * pattern
+    if phases > 1 and dynamics is None:
+        raise ValueError("a dynamic study needs its own random generator")
+    curves = means[None] if phases == 1 else kinetics(dynamics, means, metastasis, phases)  # type: ignore[arg-type]
     texture = _smooth(rng, labels.shape, sigma=rng.uniform(1.5, 5) / pixel_mm)
     strength = rng.uniform(0.0, 0.15, size=N_LABELS).astype(np.float32)
-    image *= 1 + strength[labels] * texture
     blur = rng.uniform(0.0, 1.2)
-    if blur > 0.2:
-        image = ndimage.gaussian_filter(image, sigma=(0, blur, blur))
     factor = rng.uniform(1.0, 2.0) if rng.random() < 0.4 else 1.0
-    if factor > 1.05:
-        low = (int(image.shape[1] / factor), int(image.shape[2] / factor))
-        image = _resize(_resize(image, low), (image.shape[1], image.shape[2]))
     bias = np.exp(rng.uniform(0.05, 0.25) * _smooth(rng, labels.shape, sigma=60 / pixel_mm))
-    image = np.clip(image * bias, 0, None)
     snr = rng.uniform(6, 50)
     sigma = means[Label.MARROW] / snr
-    image = np.hypot(image + rng.normal(0, sigma, image.shape), rng.normal(0, sigma, image.shape))
-    gain = rng.uniform(500, 4000) / max(float(np.percentile(image, 99.9)), 1e-6)
-    stored = np.clip(np.round(image * gain), 0, 65535).astype(np.uint16)
-    return stored, {"snr": round(snr, 1), "blur_px": round(blur, 2), "resolution_factor": round(factor, 2)}
+    rendered = []
+    for phase, phase_means in enumerate(curves):
+        image = phase_means[labels] * pattern
+        image *= 1 + strength[labels] * texture
+        if blur > 0.2:
+            image = ndimage.gaussian_filter(image, sigma=(0, blur, blur))
+        if factor > 1.05:
+            low = (int(image.shape[1] / factor), int(image.shape[2] / factor))
+            image = _resize(_resize(image, low), (image.shape[1], image.shape[2]))
+        image = np.clip(image * bias, 0, None)
+        noise = rng if phase == 0 else dynamics
+        rendered.append(np.hypot(image + noise.normal(0, sigma, image.shape),  # type: ignore[union-attr]
+                                 noise.normal(0, sigma, image.shape)))  # type: ignore[union-attr]
+    stack = np.stack(rendered)
+    gain = rng.uniform(500, 4000) / max(float(np.percentile(stack, 99.9)), 1e-6)
+    stored = np.clip(np.round(stack * gain), 0, 65535).astype(np.uint16)
+    return stored, {"snr": round(snr, 1), "blur_px": round(blur, 2), "resolution_factor": round(factor, 2),
+                    "phases": phases}
 
 
 def generate_randomised(seed: int, *, matrix: tuple[int, int] | None = None,
-                        label: int | None = None) -> RandomisedStudy:
-    """One domain-randomised single-phase study; the same seed gives the same arrays."""
+                        label: int | None = None, phases: int = 1) -> RandomisedStudy:
+    """One domain-randomised study, single-phase or dynamic (``phases`` 3-8, the first
+    pre-contrast); the same seed gives the same arrays, and the same anatomy and lesions whatever
+    ``phases`` is (a single-phase study is also what it was before dynamic studies existed)."""
+    if phases != 1 and not 3 <= phases <= 8:
+        raise ValueError(f"phases must be 1 or 3-8 (PHANTOM.md), not {phases}")
     rng = np.random.default_rng([seed, 1307])
     metastasis = bool(rng.integers(2)) if label is None else bool(label)
     rows, cols = matrix or MATRICES[int(rng.integers(len(MATRICES)))]
@@ -176,9 +244,10 @@ def generate_randomised(seed: int, *, matrix: tuple[int, int] | None = None,
     disc = np.isin(m.labels, (Label.ANNULUS, Label.NUCLEUS))
     pattern = draw_lesions(m, body, bone, rng, metastasis)
     mask = m.labels == Label.LESION
-    pixels, render_meta = render(m.labels, pattern, rng, metastasis, pixel_mm)
+    dynamics = np.random.default_rng([seed, 1307, phases]) if phases > 1 else None
+    pixels, render_meta = render(m.labels, pattern, rng, metastasis, pixel_mm, phases=phases, dynamics=dynamics)
     meta = {"seed": seed, "matrix": [rows, cols], "pixel_mm": round(pixel_mm, 3),
             "tilt_deg": [round(t, 1) for t in tilt], "thoracic": shape.thoracic,
             "lesion_voxels": int(mask.sum())} | render_meta
-    return RandomisedStudy(pixels=pixels[None], mask=mask, spine=bone | mask, label=int(metastasis), meta=meta,
+    return RandomisedStudy(pixels=pixels, mask=mask, spine=bone | mask, label=int(metastasis), meta=meta,
                            body=body, disc=disc & ~mask)

@@ -87,37 +87,55 @@ def phantom_items(seeds: Iterable[int], dynamic_fraction: float = 0.4,
     from phantom import generate_study
 
     for seed in seeds:
-        rng = np.random.default_rng([seed, 77])
-        n = phases if phases is not None else (int(rng.integers(3, 9)) if rng.random() < dynamic_fraction else 1)
+        n = phase_count(np.random.default_rng([seed, 77]), phases, dynamic_fraction)
         study = generate_study(seed, phases=n)
         yield f"phantom-{seed}", study.volume(), study.mask, study.label
 
 
-def randomised_items(seeds: Iterable[int]) -> Iterable[tuple[str, Volume, np.ndarray, int]]:
-    """Domain-randomised single-phase studies (``phantom.randomised``) as the node would load them."""
+def phase_count(rng: np.random.Generator, phases: int | None, dynamic_fraction: float) -> int:
+    """``phases`` when fixed, else 3-8 for a ``dynamic_fraction`` share of the studies and 1 for the rest."""
+    if phases is not None:
+        return phases
+    return int(rng.integers(3, 9)) if rng.random() < dynamic_fraction else 1
+
+
+def randomised_items(seeds: Iterable[int], phases: int | None = 1, dynamic_fraction: float = 0.0
+                     ) -> Iterable[tuple[str, Volume, np.ndarray, int]]:
+    """Domain-randomised studies (``phantom.randomised``) as the node would load them: ``phases``
+    fixed (1, or 3-8), or with ``phases=None`` a ``dynamic_fraction`` share dynamic (3-8 phases,
+    12 s apart as the protocol's 10-14 s)."""
     from phantom.randomised import SLICE_MM, generate_randomised
 
     for seed in seeds:
-        r = generate_randomised(seed)
+        n = phase_count(np.random.default_rng([seed, 78]), phases, dynamic_fraction)
+        r = generate_randomised(seed, phases=n)
         nz, px = r.pixels.shape[1], float(r.meta["pixel_mm"])
         volume = Volume(pixels=r.pixels.astype(np.float32),
                         positions=np.array([[0.0, 0.0, SLICE_MM * k] for k in range(nz)]),
                         orientation=(1, 0, 0, 0, 1, 0), spacing=(SLICE_MM, px, px),
-                        sop_instance_uids=(tuple(str(k) for k in range(nz)),), study_uid="phantom",
-                        series_uid=f"randomised-{seed}")
+                        sop_instance_uids=tuple(tuple(str(p * nz + k) for k in range(nz)) for p in range(n)),
+                        study_uid="phantom", series_uid=f"randomised-{seed}",
+                        phase_times_s=tuple(12.0 * p for p in range(n)) if n > 1 else ())
         yield f"randomised-{seed}", volume, r.mask, r.label
 
 
-def look_items(look: str, seeds: Iterable[int], phases: int | None = None, dynamic_fraction: float = 0.4
+# the share of dynamic studies a look gets when the caller fixes neither the phases nor the share:
+# the randomised look had no dynamic studies before 2026-12-01 and its training sets stay single-phase
+DYNAMIC_FRACTION = {"classic": 0.4, "randomised": 0.0}
+
+
+def look_items(look: str, seeds: Iterable[int], phases: int | None = None, dynamic_fraction: float | None = None
                ) -> Iterable[tuple[str, Volume, np.ndarray, int]]:
-    """``classic`` (``phases`` fixed, else ``dynamic_fraction`` of them dynamic, as
-    :func:`phantom_items`) or ``randomised`` (single-phase) studies."""
+    """``classic`` or ``randomised`` studies: ``phases`` fixed, else ``dynamic_fraction`` of them
+    dynamic (3-8 phases; default :data:`DYNAMIC_FRACTION` of the look)."""
+    fraction = DYNAMIC_FRACTION.get(look, DYNAMIC_FRACTION["classic"]) if dynamic_fraction is None \
+        else dynamic_fraction
     if look == "randomised":
-        return randomised_items(seeds)
-    return phantom_items(seeds, dynamic_fraction, phases)
+        return randomised_items(seeds, phases, fraction)
+    return phantom_items(seeds, fraction, phases)
 
 
-def _cube_of(args: tuple[str, int, int | None, float, str]) -> tuple[str, np.ndarray, int, bool] | None:
+def _cube_of(args: tuple[str, int, int | None, float | None, str]) -> tuple[str, np.ndarray, int, bool] | None:
     look, seed, phases, fraction, masks = args
     name, volume, mask, label = next(iter(look_items(look, [seed], phases, fraction)))
     found = reference_lesions(volume, mask, masks)
@@ -126,7 +144,7 @@ def _cube_of(args: tuple[str, int, int | None, float, str]) -> tuple[str, np.nda
     return name, volume_cube(volume, found.source, found.largest).astype(np.float16), label, volume.phases > 1
 
 
-def phantom_cubes(look: str, seeds: range, *, phases: int | None = None, dynamic_fraction: float = 0.4,
+def phantom_cubes(look: str, seeds: range, *, phases: int | None = None, dynamic_fraction: float | None = None,
                   processes: int = 1, desc: str = "cubes", masks: str = "truth") -> CubeSet:
     """The cubes of ``look``'s studies, made in ``processes`` worker processes (one thread each),
     around the ground truth's largest lesion or (``masks="node"``) the node's own; a study where

@@ -47,10 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("inputs", type=Path, nargs="+", help="classifier weights files (with .sha256 beside)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=None, help="cube caches: score on the held-out phantoms")
-    parser.add_argument("--held-out-randomised", type=int, default=40)
+    for name, default in (("single", 60), ("dynamic", 40), ("randomised", 40), ("randomised-dynamic", 0)):
+        parser.add_argument(f"--held-out-{name}", type=int, default=default, help="held-out studies of this set")
     parser.add_argument("--masks", choices=MASKS, default="truth",
                         help="held-out cubes around the ground truth's lesion or the node's own")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--processes", type=int, default=1, help="worker processes making the held-out cubes")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -62,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.work is not None:
         from training.train_classifier import TrainConfig, held_out
 
-        cfg = TrainConfig(held_out_randomised=args.held_out_randomised, masks=args.masks)
+        cfg = TrainConfig(held_out_single=args.held_out_single, held_out_dynamic=args.held_out_dynamic,
+                          held_out_randomised=args.held_out_randomised,
+                          held_out_randomised_dynamic=args.held_out_randomised_dynamic, masks=args.masks,
+                          processes=args.processes)
         result["held_out"] = held_out(ensemble, cfg, args.work, None)
     print(json.dumps(result, indent=2))
     return 0

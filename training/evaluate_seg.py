@@ -40,7 +40,7 @@ def held_out_study(look: str, seed: int, phases: int) -> tuple[np.ndarray, np.nd
     if look == "randomised":
         from phantom.randomised import generate_randomised
 
-        r = generate_randomised(seed)
+        r = generate_randomised(seed, phases=phases)
         rows, cols = r.meta["matrix"]
         return (segmentation_input(r.pixels).astype(np.float32), r.mask, float(r.meta["pixel_mm"]),
                 {"label": "metastasis" if r.label else "primary", "matrix": f"{rows}x{cols}"})

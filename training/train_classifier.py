@@ -57,6 +57,7 @@ class TrainConfig:
     held_out_dynamic: int = 40
     randomised_studies: int = 0
     held_out_randomised: int = 0
+    held_out_randomised_dynamic: int = 0  # dynamic studies of the randomised look (seeds 905000-)
     processes: int = 1
     masks: str = "truth"  # the lesion each cube is centred on: the ground truth's or the node's own
 
@@ -160,7 +161,8 @@ def _cache_tag(masks: str = "truth") -> str:
     return tag if masks == "truth" else f"{tag}-node{weights.sha256_file(DEFAULT_WEIGHTS)[:8]}"
 
 
-def cached_cubes(work: Path, look: str, seeds: range, *, phases: int | None = None, dynamic_fraction: float = 0.4,
+def cached_cubes(work: Path, look: str, seeds: range, *, phases: int | None = None,
+                 dynamic_fraction: float | None = None,
                  processes: int = 1, desc: str = "cubes", masks: str = "truth") -> CubeSet:
     cache = work / f"{look}-{seeds.start}-{len(seeds)}-p{phases}-d{dynamic_fraction}-{_cache_tag(masks)}.npz"
     if cache.exists():
@@ -193,7 +195,9 @@ def held_out(model: Classifier3D, cfg: TrainConfig, work: Path, figure: Path | N
     sets = (("single", "classic", range(HELD_OUT_SEED, HELD_OUT_SEED + cfg.held_out_single), 1),
             ("dynamic", "classic", range(HELD_OUT_SEED + 5000, HELD_OUT_SEED + 5000 + cfg.held_out_dynamic), None),
             ("randomised", "randomised",
-             range(RANDOMISED_HELD_OUT_SEED, RANDOMISED_HELD_OUT_SEED + cfg.held_out_randomised), 1))
+             range(RANDOMISED_HELD_OUT_SEED, RANDOMISED_HELD_OUT_SEED + cfg.held_out_randomised), 1),
+            ("randomised_dynamic", "randomised", range(RANDOMISED_HELD_OUT_SEED + 5000, RANDOMISED_HELD_OUT_SEED
+                                                       + 5000 + cfg.held_out_randomised_dynamic), None))
     for mode, look, seeds, phases in sets:
         if not len(seeds):
             continue
@@ -230,7 +234,7 @@ def _roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], pa
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
         ax.set_xlabel("1 - specificity")
         ax.set_ylabel("sensitivity")
-        ax.set_title(f"held-out {mode}-phase phantoms (n={len(y)})")
+        ax.set_title(f"held-out phantoms, {mode.replace('_', ' ')} (n={len(y)})")
         ax.legend(loc="lower right")
     fig.suptitle("Metastasis vs primary malignant bone tumour (synthetic data, not for diagnosis)")
     fig.tight_layout()

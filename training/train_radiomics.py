@@ -81,7 +81,8 @@ def train(studies: int, seed: int, phases: int, out: Path, cache: Path | None, f
     ``masks``: the lesion measured, ``truth`` or ``node`` (see the module's docstring)."""
     mode = "single" if phases == 1 else "dynamic"
     if randomised_studies and phases != 1:
-        raise TrainingError("the randomised look is single-phase: --randomised-studies needs --phases 1")
+        raise TrainingError("randomised studies are added to the single-phase signature only: "
+                            "--randomised-studies needs --phases 1")
     randomised = range(RANDOMISED_SEED, RANDOMISED_SEED + randomised_studies)
     x, y, names = build_table(range(seed, seed + studies), phases, cache, randomised, masks=masks,
                               processes=processes)

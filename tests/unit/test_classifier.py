@@ -180,3 +180,18 @@ def test_held_out_scores_both_models_and_caches_their_inputs(tiny_set: CubeSet, 
     monkeypatch.setattr(training.classifier_data, "map_studies", refuse)
     again = tc.held_out(model, cfg, tmp_path, None)["single"]
     assert again["radiomics"] == first["radiomics"] and again["classifier"] == first["classifier"]
+
+
+def test_held_out_scores_the_randomised_looks_dynamic_studies(tiny_set: CubeSet, tmp_path: Path) -> None:
+    """The shifted look's dynamic set (seeds 905000-): every study dynamic, both models scored."""
+    import training.train_classifier as tc
+
+    model = train_network(tiny_set, TrainConfig(steps=1, batch=4), desc="test")
+    cfg = TrainConfig(held_out_single=0, held_out_dynamic=0, held_out_randomised_dynamic=3)
+    result = tc.held_out(model, cfg, tmp_path, None)
+    assert set(result) == {"randomised_dynamic"}
+    scored = result["randomised_dynamic"]
+    assert scored["studies"] == 3 and scored["look"] == "randomised" and scored["seeds"] == "905000-905002"
+    cached = CubeSet.load(next(tmp_path.glob("randomised-905000-3-*.npz")))
+    assert bool(cached.dynamic.all()) and 0 < int(cached.labels.sum()) < 3
+    assert set(scored["radiomics"]) == {"acc", "pre", "rec", "f1", "auc"}

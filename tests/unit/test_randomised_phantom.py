@@ -54,3 +54,76 @@ def test_looks_yield_studies_of_each_kind() -> None:
     with pytest.raises(ValueError, match="unknown phantom look"):
         next(iter(studies("other", [1])))
     assert int(Label.LESION) == max(Label)
+
+
+def test_single_phase_study_is_unchanged_by_the_dynamic_variant(study) -> None:  # noqa: ANN001
+    """Figures of seed 11's single-phase study made before the dynamic variant existed (commit
+    cf53142): drawing the dynamic curves from their own generator leaves it as it was."""
+    pixels = study.pixels.astype(float)
+    assert int(study.mask.sum()) == 3375 and int(study.pixels.max()) == 4582
+    assert pixels.mean() == pytest.approx(650.3578, rel=1e-5) and pixels.std() == pytest.approx(474.7936, rel=1e-5)
+
+
+@pytest.mark.parametrize("metastasis", [True, False])
+def test_lesion_kinetics_follow_the_specification(metastasis: bool) -> None:
+    """PHANTOM.md: a metastasis peaks within the first two post-contrast phases and has lost 10-35 %
+    of its enhancement by the last; a primary enhances progressively, its peak at the last phase."""
+    from phantom.randomised import _lesion_curve
+
+    rng = np.random.default_rng(5)
+    for phases in range(3, 9):
+        for _ in range(50):
+            g = _lesion_curve(rng, metastasis, phases)
+            assert g.shape == (phases,) and g[0] == 0.0 and g.max() == pytest.approx(1.0)
+            if metastasis:
+                assert int(np.argmax(g)) in (1, 2) and 0.65 - 1e-9 <= g[-1] <= 0.90 + 1e-9, g
+                assert np.all(np.diff(g[int(np.argmax(g)):]) <= 1e-12)  # no second rise after the peak
+            else:
+                assert int(np.argmax(g)) == phases - 1 and np.all(np.diff(g) >= 0), g
+
+
+@pytest.mark.parametrize("phases", [3, 8])
+def test_dynamic_study_keeps_the_anatomy_and_the_class_kinetics(phases: int) -> None:
+    """A dynamic study of a seed is the single-phase study's anatomy and lesions scanned ``phases``
+    times; in its pixels, with noise, texture and bias, a metastasis washes out (the node's own
+    measure, :func:`pipeline.plausibility.washout`), a primary does not, and both peak above marrow
+    as their class's range says."""
+    from pipeline.plausibility import washout
+
+    for seed, label in ((21, 1), (22, 0), (23, 1)):
+        single = generate_randomised(seed, matrix=(256, 192), label=label)
+        dynamic = generate_randomised(seed, matrix=(256, 192), label=label, phases=phases)
+        assert dynamic.pixels.shape == (phases, 12, 256, 192) and dynamic.pixels.dtype == np.uint16
+        assert np.array_equal(dynamic.mask, single.mask) and np.array_equal(dynamic.body, single.body)
+        assert dynamic.meta["phases"] == phases and dynamic.label == label
+        pixels = dynamic.pixels.astype(float)
+        signal = np.array([phase[dynamic.mask].mean() for phase in pixels])
+        peak = int(np.argmax(signal))
+        assert signal[0] < 0.8 * signal[peak]  # phase 1 is before contrast
+        lost = washout(pixels, dynamic.mask)
+        assert lost is not None
+        if label:
+            assert peak in (1, 2) and 0.05 < lost < 0.40, (signal, lost)
+        else:
+            assert peak == phases - 1 and lost < 0.02, (signal, lost)
+        normal = dynamic.body & ~dynamic.mask
+        ratio = signal[peak] / np.median(pixels[peak][normal])
+        assert ratio > (1.4 if label else 1.1), ratio  # 1.7-3.0 / 1.3-2.4, less texture, blur and partial volume
+
+
+def test_dynamic_phase_counts_outside_the_specification_are_refused() -> None:
+    for phases in (0, 2, 9):
+        with pytest.raises(ValueError, match="phases must be"):
+            generate_randomised(1, matrix=(256, 256), phases=phases)
+
+
+def test_randomised_items_are_dynamic_only_when_asked() -> None:
+    from training.classifier_data import look_items, randomised_items
+
+    (_, single, _, _), = randomised_items([31], phases=1)
+    (_, default, _, _), = look_items("randomised", [60000])  # no phases, no share: single-phase as before
+    (_, dynamic, mask, _), = randomised_items([31], phases=None, dynamic_fraction=1.0)
+    assert single.phases == 1 and default.phases == 1 and 3 <= dynamic.phases <= 8
+    assert len(dynamic.sop_instance_uids) == dynamic.phases and len(set(sum(dynamic.sop_instance_uids, ()))) == \
+        12 * dynamic.phases
+    assert np.all(np.diff(dynamic.phase_times_s) > 0) and mask.shape == dynamic.pixels.shape[1:]
