@@ -26,19 +26,17 @@ from phantom import generate_study, write_study
 from pipeline.analysis import analyse
 from pipeline.errors import InputRejected
 from pipeline.volume import Volume, load_series
-from training.classifier_data import phase_count
+from training.classifier_data import phase_count, randomised_items
 
 
 def classic(seed: int, matrix: tuple[int, int], tmp: Path, dynamic: bool = False) -> tuple[Volume, str]:
-    phases = phase_count(np.random.default_rng([seed, 77]), None, 1.0) if dynamic else 1
+    phases = phase_count(np.random.default_rng([seed, 77]), None, float(dynamic))  # as phantom_items draws them
     study = generate_study(seed, matrix=matrix, phases=phases)
     folder = write_study(study, tmp)
     return load_series(sorted((folder / "series").glob("*.dcm"))), study.params.label_name
 
 
 def randomised(seed: int, dynamic: bool = False) -> tuple[Volume, str]:
-    from training.classifier_data import randomised_items
-
     _, volume, _, label = next(iter(randomised_items([seed], phases=None, dynamic_fraction=float(dynamic))))
     return volume, "metastasis" if label else "primary"
 
