@@ -160,7 +160,7 @@ def _add_train_classifier(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cv", action="store_true", help="skip the 10-fold cross-validation")
     for name, default in (("studies", 240), ("steps", 150), ("batch", 16), ("folds", 10), ("seed", 0),
                           ("threads", 0), ("held-out-single", 60), ("held-out-dynamic", 40),
-                          ("randomised-studies", 0), ("held-out-randomised", 0),
+                          ("randomised-studies", 0), ("randomised-dynamic-studies", 0), ("held-out-randomised", 0),
                           ("held-out-randomised-dynamic", 0), ("processes", 1)):
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -212,6 +212,7 @@ def _cmd_train_classifier(args: argparse.Namespace) -> int:
     cfg = TrainConfig(studies=args.studies, steps=args.steps, batch=args.batch, lr=args.lr, folds=args.folds,
                       seed=args.seed, threads=args.threads, held_out_single=args.held_out_single,
                       held_out_dynamic=args.held_out_dynamic, randomised_studies=args.randomised_studies,
+                      randomised_dynamic_studies=args.randomised_dynamic_studies,
                       held_out_randomised=args.held_out_randomised,
                       held_out_randomised_dynamic=args.held_out_randomised_dynamic, processes=args.processes,
                       masks=args.masks)

@@ -135,13 +135,31 @@ def look_items(look: str, seeds: Iterable[int], phases: int | None = None, dynam
     return phantom_items(seeds, fraction, phases)
 
 
-def _cube_of(args: tuple[str, int, int | None, float | None, str]) -> tuple[str, np.ndarray, int, bool] | None:
-    look, seed, phases, fraction, masks = args
+def radiomics_probability(volume: Volume, lesion: np.ndarray) -> float:
+    """P(metastasis) of the shipped radiomics signature (single-phase or dynamic, as the series) for
+    one lesion mask."""
+    from models.radiomics_signature import Signature
+    from pipeline.analysis import SIGNATURES
+    from training.train_radiomics import lesion_features
+
+    signature = Signature.load(SIGNATURES / f"radiomics_{'dynamic' if volume.phases > 1 else 'single'}.json")
+    return float(signature.probability(lesion_features(volume, lesion)))
+
+
+Made = tuple[str, np.ndarray, int, bool, float | None]
+
+
+def _cube_of(args: tuple[str, int, int | None, float | None, str, bool]) -> Made | None:
+    """One study's (name, cube, label, dynamic, radiomics P or None): the lesion segmented once
+    (by the node on ``masks="node"``) serves both the cube and, when asked, the radiomics model."""
+    look, seed, phases, fraction, masks, with_radiomics = args
     name, volume, mask, label = next(iter(look_items(look, [seed], phases, fraction)))
     found = reference_lesions(volume, mask, masks)
     if found is None:
         return None
-    return name, volume_cube(volume, found.source, found.largest).astype(np.float16), label, volume.phases > 1
+    cube = volume_cube(volume, found.source, found.largest).astype(np.float16)
+    rad = radiomics_probability(volume, found.largest) if with_radiomics else None
+    return name, cube, label, volume.phases > 1, rad
 
 
 def phantom_cubes(look: str, seeds: range, *, phases: int | None = None, dynamic_fraction: float | None = None,
@@ -149,18 +167,32 @@ def phantom_cubes(look: str, seeds: range, *, phases: int | None = None, dynamic
     """The cubes of ``look``'s studies, made in ``processes`` worker processes (one thread each),
     around the ground truth's largest lesion or (``masks="node"``) the node's own; a study where
     the node finds no lesion is left out (it gets an abstention, never a class), and said so."""
+    return _made(look, seeds, phases, dynamic_fraction, processes, desc, masks, False)[0]
+
+
+def scored_phantom_cubes(look: str, seeds: range, *, phases: int | None = None, dynamic_fraction: float | None = None,
+                         processes: int = 1, desc: str = "cubes", masks: str = "truth"
+                         ) -> tuple[CubeSet, np.ndarray]:
+    """:func:`phantom_cubes` and, for the same studies and the same lesions, the radiomics model's
+    P(metastasis) (:func:`radiomics_probability`): held-out studies are segmented once for both."""
+    cubes, rad = _made(look, seeds, phases, dynamic_fraction, processes, desc, masks, True)
+    return cubes, np.array(rad, dtype=np.float64)
+
+
+def _made(look: str, seeds: range, phases: int | None, dynamic_fraction: float | None, processes: int, desc: str,
+          masks: str, with_radiomics: bool) -> tuple[CubeSet, list[float | None]]:
     if masks not in MASKS:
         raise TrainingDataError(f"masks must be one of {MASKS}, not {masks!r}")
-    jobs = [(look, seed, phases, dynamic_fraction, masks) for seed in seeds]
+    jobs = [(look, seed, phases, dynamic_fraction, masks, with_radiomics) for seed in seeds]
     made = map_studies(_cube_of, jobs, processes, desc)
     parts = [p for p in made if p is not None]
     if len(parts) < len(made):
         print(f"{desc}: {len(made) - len(parts)} of {len(made)} studies left out, the node found no lesion")
     if not parts:
         raise TrainingDataError(f"{desc}: no study has a lesion to centre a cube on")
-    return CubeSet(torch.stack([torch.from_numpy(c) for _, c, _, _ in parts]),
-                   torch.tensor([lab for _, _, lab, _ in parts]), torch.tensor([d for _, _, _, d in parts]),
-                   [n for n, _, _, _ in parts])
+    cubes = CubeSet(torch.stack([torch.from_numpy(p[1]) for p in parts]), torch.tensor([p[2] for p in parts]),
+                    torch.tensor([p[3] for p in parts]), [p[0] for p in parts])
+    return cubes, [p[4] for p in parts]
 
 
 def read_labels(path: Path) -> dict[str, int]:

@@ -2,7 +2,8 @@
 held-out comparison with the radiomics model, and the shipped weights.
 
 Seeds: training studies 40000-... of the classic look (single-phase and dynamic mixed) and
-60000-... of the domain-randomised look (single-phase; ``--randomised-studies``), held-out studies
+60000-... of the domain-randomised look (single-phase; ``--randomised-studies``) and 65000-... of its
+dynamic variant (3-8 phases; ``--randomised-dynamic-studies``), held-out studies
 910000-... (classic) and 900000-... (randomised), never used for training or for the radiomics
 signatures. Cubes are cached (``--work``, named by the spine localiser's checksum, whose marrow
 reference they depend on) so that CV and training can be re-run without regenerating phantoms.
@@ -34,12 +35,20 @@ from models import weights
 from models.inception3d import Classifier3D, InceptionResNet3D
 from pipeline.cube import CHANNELS
 from pipeline.volume import Volume
-from training.classifier_data import CubeSet, look_items, phantom_cubes, site_items
+from training.classifier_data import (
+    CubeSet,
+    look_items,
+    phantom_cubes,
+    radiomics_probability,
+    scored_phantom_cubes,
+    site_items,
+)
 from training.cv_metrics import binary_metrics, summarise
 from training.errors import TrainingDataError
 
 TRAIN_SEED = 40000
 RANDOMISED_TRAIN_SEED = 60000
+RANDOMISED_DYNAMIC_TRAIN_SEED = 65000
 HELD_OUT_SEED = 910000
 RANDOMISED_HELD_OUT_SEED = 900000
 
@@ -56,6 +65,7 @@ class TrainConfig:
     held_out_single: int = 60
     held_out_dynamic: int = 40
     randomised_studies: int = 0
+    randomised_dynamic_studies: int = 0  # dynamic studies of the randomised look (seeds 65000-)
     held_out_randomised: int = 0
     held_out_randomised_dynamic: int = 0  # dynamic studies of the randomised look (seeds 905000-)
     processes: int = 1
@@ -122,10 +132,7 @@ def radiomics_probabilities(items: Iterable[tuple[str, Volume, np.ndarray, int]]
                             names: list[str] | None = None) -> np.ndarray:
     """P(metastasis) of the shipped radiomics signature for each study (only those in ``names``
     when given), on the ground truth's largest lesion or the node's (``masks="node"``)."""
-    from models.radiomics_signature import Signature
-    from pipeline.analysis import SIGNATURES
     from training.node_segmentation import reference_lesions
-    from training.train_radiomics import lesion_features
 
     out = []
     for name, volume, mask, _ in items:
@@ -134,8 +141,7 @@ def radiomics_probabilities(items: Iterable[tuple[str, Volume, np.ndarray, int]]
         found = reference_lesions(volume, mask, masks)
         if found is None:
             raise TrainingDataError(f"{name}: the node found no lesion (not one of the cubes' studies)")
-        signature = Signature.load(SIGNATURES / f"radiomics_{'dynamic' if volume.phases > 1 else 'single'}.json")
-        out.append(signature.probability(lesion_features(volume, found.largest)))
+        out.append(radiomics_probability(volume, found.largest))
     return np.array(out)
 
 
@@ -173,19 +179,28 @@ def cached_cubes(work: Path, look: str, seeds: range, *, phases: int | None = No
     return data
 
 
-def cached_radiomics(work: Path, look: str, seeds: range, phases: int | None, masks: str,
-                     names: list[str]) -> np.ndarray:
-    """:func:`radiomics_probabilities` of held-out studies, cached beside their cubes (named by
-    the shipped signatures' checksums, so a new signature is scored afresh)."""
+def cached_held_out(work: Path, look: str, seeds: range, phases: int | None, masks: str, processes: int,
+                    desc: str) -> tuple[CubeSet, np.ndarray]:
+    """Held-out studies' cubes (every study of a dynamic set dynamic) and the radiomics model's
+    P(metastasis) on the same lesions, cached in ``work``: the cubes as :func:`cached_cubes` names
+    them, the probabilities by the shipped signatures' checksums too, so a new signature is scored
+    afresh. Made together, each study segmented once (in ``processes`` processes)."""
     from pipeline.analysis import SIGNATURES
 
     sigs = "".join(weights.sha256_file(SIGNATURES / f"radiomics_{m}.json")[:6] for m in ("single", "dynamic"))
-    cache = work / f"radiomics-{look}-{seeds.start}-{len(seeds)}-p{phases}-{_cache_tag(masks)}-r{sigs}.npy"
-    if cache.exists():
-        return np.load(cache)
-    rad = radiomics_probabilities(look_items(look, seeds, phases, 1.0), masks, names)
-    np.save(cache, rad)
-    return rad
+    cubes_file = work / f"{look}-{seeds.start}-{len(seeds)}-p{phases}-d1.0-{_cache_tag(masks)}.npz"
+    rad_file = work / f"radiomics-{look}-{seeds.start}-{len(seeds)}-p{phases}-{_cache_tag(masks)}-r{sigs}.npy"
+    if cubes_file.exists() and rad_file.exists():
+        return CubeSet.load(cubes_file), np.load(rad_file)
+    if cubes_file.exists():  # a new signature: only the radiomics model is scored again
+        data = CubeSet.load(cubes_file)
+        rad = radiomics_probabilities(look_items(look, seeds, phases, 1.0), masks, data.names)
+    else:
+        data, rad = scored_phantom_cubes(look, seeds, phases=phases, dynamic_fraction=1.0, processes=processes,
+                                         desc=desc, masks=masks)
+        data.save(cubes_file)
+    np.save(rad_file, rad)
+    return data, rad
 
 
 def held_out(model: Classifier3D, cfg: TrainConfig, work: Path, figure: Path | None) -> dict[str, Any]:
@@ -201,13 +216,11 @@ def held_out(model: Classifier3D, cfg: TrainConfig, work: Path, figure: Path | N
     for mode, look, seeds, phases in sets:
         if not len(seeds):
             continue
-        data = cached_cubes(work, look, seeds, phases=phases, dynamic_fraction=1.0, processes=cfg.processes,
-                            desc=f"held-out {mode}", masks=cfg.masks)
+        data, rad = cached_held_out(work, look, seeds, phases, cfg.masks, cfg.processes, f"held-out {mode}")
         y = data.labels.numpy()
         t = time.perf_counter()
         prob = predict(model, data.cubes)
         per_study = (time.perf_counter() - t) / len(y)
-        rad = cached_radiomics(work, look, seeds, phases, cfg.masks, data.names)
         results[mode] = {"studies": len(y), "look": look, "seeds": f"{seeds.start}-{seeds.stop - 1}",
                          "masks": cfg.masks, "left_out": len(seeds) - len(y),
                          "classifier": binary_metrics(y, prob), "radiomics": binary_metrics(y, rad),
@@ -248,20 +261,29 @@ def load_training_set(cfg: TrainConfig, work: Path, data_dir: Path | None, label
             raise TrainingDataError("--data needs --labels (CSV: study_instance_uid,label)")
         items = site_items(data_dir, labels)
         return CubeSet.build(items, total=len(items), desc="site cubes")
-    parts = [cached_cubes(work, "classic", range(TRAIN_SEED, TRAIN_SEED + cfg.studies), processes=cfg.processes,
-                          desc="training cubes", masks=cfg.masks)]
-    if cfg.randomised_studies:
-        seeds = range(RANDOMISED_TRAIN_SEED, RANDOMISED_TRAIN_SEED + cfg.randomised_studies)
-        parts.append(cached_cubes(work, "randomised", seeds, processes=cfg.processes,
-                                  desc="randomised training cubes", masks=cfg.masks))
+    parts = [cached_cubes(work, look, seeds, dynamic_fraction=share, processes=cfg.processes, desc=f"{name} cubes",
+                          masks=cfg.masks) for name, look, seeds, share in _training_sets(cfg) if len(seeds)]
+    if not parts:
+        raise TrainingDataError("no training studies: give --studies, --randomised-studies or "
+                                "--randomised-dynamic-studies")
     return CubeSet.concat(parts)
 
 
+def _training_sets(cfg: TrainConfig) -> tuple[tuple[str, str, range, float | None], ...]:
+    """(description, look, seeds, dynamic share) of each phantom training set; the classic look's
+    share is its default (:data:`training.classifier_data.DYNAMIC_FRACTION`). ``--studies 0`` leaves
+    the classic look out, so a network trained on the randomised look alone can be scored on the
+    classic one (leave-one-look-out)."""
+    return (("classic phantom", "classic", range(TRAIN_SEED, TRAIN_SEED + cfg.studies), None),
+            ("randomised phantom", "randomised",
+             range(RANDOMISED_TRAIN_SEED, RANDOMISED_TRAIN_SEED + cfg.randomised_studies), None),
+            ("randomised dynamic phantom", "randomised",
+             range(RANDOMISED_DYNAMIC_TRAIN_SEED, RANDOMISED_DYNAMIC_TRAIN_SEED + cfg.randomised_dynamic_studies), 1.0))
+
+
 def _data_description(cfg: TrainConfig) -> str:
-    text = f"classic phantom seeds {TRAIN_SEED}-{TRAIN_SEED + cfg.studies - 1}"
-    if cfg.randomised_studies:
-        text += (f", randomised phantom seeds {RANDOMISED_TRAIN_SEED}-"
-                 f"{RANDOMISED_TRAIN_SEED + cfg.randomised_studies - 1}")
+    text = ", ".join(f"{name} seeds {seeds.start}-{seeds.stop - 1}" for name, _, seeds, _ in _training_sets(cfg)
+                     if len(seeds))
     if cfg.masks == "node":
         text += "; cubes around the lesions the node segments (shipped U-Net)"
     return text
@@ -285,7 +307,8 @@ def train(cfg: TrainConfig, work: Path, out: Path | None, *, data_dir: Path | No
         meta = {"model": "InceptionResNet3D", "in_channels": len(CHANNELS), "width": 4, "data": result["data"],
                 "steps": cfg.steps, "batch": cfg.batch, "torch": torch.__version__}
         result["sha256"] = weights.save(model, out, meta)
-    if data_dir is None and (cfg.held_out_single or cfg.held_out_dynamic):
+    if data_dir is None and (cfg.held_out_single or cfg.held_out_dynamic or cfg.held_out_randomised
+                             or cfg.held_out_randomised_dynamic):
         result["held_out"] = held_out(model, cfg, work, figure)
     result["seconds"] = round(time.perf_counter() - started, 1)
     text = json.dumps(result, indent=2)

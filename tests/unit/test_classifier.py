@@ -195,3 +195,50 @@ def test_held_out_scores_the_randomised_looks_dynamic_studies(tiny_set: CubeSet,
     cached = CubeSet.load(next(tmp_path.glob("randomised-905000-3-*.npz")))
     assert bool(cached.dynamic.all()) and 0 < int(cached.labels.sum()) < 3
     assert set(scored["radiomics"]) == {"acc", "pre", "rec", "f1", "auc"}
+
+
+def test_the_randomised_looks_dynamic_studies_join_the_training_set(tmp_path: Path) -> None:
+    """``--randomised-dynamic-studies``: dynamic studies of the shifted look (seeds 65000-, apart
+    from its single-phase 60000- and held-out 905000-) after the classic and single-phase ones."""
+    import training.train_classifier as tc
+
+    cfg = TrainConfig(studies=1, randomised_studies=1, randomised_dynamic_studies=2, processes=2)
+    data = tc.load_training_set(cfg, tmp_path, None, None)
+    assert data.names == ["phantom-40000", "randomised-60000", "randomised-65000", "randomised-65001"]
+    assert data.dynamic.tolist()[1:] == [False, True, True]
+    assert "randomised dynamic phantom seeds 65000-65001" in tc._data_description(cfg)
+
+
+def test_a_look_can_be_left_out_of_the_training_set(tmp_path: Path) -> None:
+    """``--studies 0``: the randomised look alone (leave-one-look-out); no study at all is an error."""
+    import training.train_classifier as tc
+    from training.errors import TrainingDataError
+
+    cfg = TrainConfig(studies=0, randomised_dynamic_studies=1)
+    data = tc.load_training_set(cfg, tmp_path, None, None)
+    assert data.names == ["randomised-65000"] and tc._data_description(cfg) == \
+        "randomised dynamic phantom seeds 65000-65000"
+    with pytest.raises(TrainingDataError, match="no training studies"):
+        tc.load_training_set(TrainConfig(studies=0), tmp_path, None, None)
+
+
+def test_held_out_studies_are_segmented_once_for_both_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the node's lesions a held-out study is segmented once: the same lesion gives the cube and
+    the radiomics model's probability (the same as scoring the radiomics model on its own)."""
+    import training.classifier_data as cd
+    import training.node_segmentation as ns
+    from training.train_classifier import radiomics_probabilities
+
+    real, calls = ns.node_lesions, []
+
+    def counted(volume):  # noqa: ANN001, ANN202
+        calls.append(volume.series_uid)
+        return real(volume)
+
+    monkeypatch.setattr(ns, "node_lesions", counted)
+    cubes, rad = cd.scored_phantom_cubes("classic", range(40000, 40002), phases=1, masks="node")
+    assert len(calls) == 2 and cubes.names == ["phantom-40000", "phantom-40001"]
+    alone = cd.phantom_cubes("classic", range(40000, 40002), phases=1, masks="node")
+    assert torch.equal(alone.cubes, cubes.cubes)
+    assert rad.shape == (2,) and np.allclose(rad, radiomics_probabilities(
+        phantom_items(range(40000, 40002), phases=1), "node", cubes.names))
