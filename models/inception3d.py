@@ -151,19 +151,31 @@ class InceptionResNet3D(nn.Module):
         return torch.softmax(self.forward(x), dim=1)[:, 1]
 
 
+def is_dynamic(x: torch.Tensor) -> torch.Tensor:
+    """(n,) bool: which cubes of a (n, channels, slices, rows, cols) batch come from a dynamic
+    series (their inflow and outflow channels, :data:`pipeline.cube.CHANNELS` 2-3, are not all 0)."""
+    return x[:, 2:4].flatten(1).abs().amax(dim=1) > 0
+
+
 class Ensemble(nn.Module):
     """Several classifiers trained apart (other data, other seeds) saved as one file with one
     checksum; P(metastasis) is the mean of theirs, which is better calibrated on images unlike
-    the training data than any one member (``models/cards/classifier.md``)."""
+    the training data than any one member (``models/cards/classifier.md``). A member marked
+    ``dynamic_only`` (a buffer saved with the weights) joins the mean for dynamic series only."""
+
+    dynamic_only: torch.Tensor
 
     def __init__(self, members: int = 2, **kwargs: Any) -> None:
         super().__init__()
         self.members = nn.ModuleList(InceptionResNet3D(**kwargs) for _ in range(members))
+        self.register_buffer("dynamic_only", torch.zeros(members, dtype=torch.bool))
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         nets = cast(list[InceptionResNet3D], list(self.members))
-        return torch.stack([net.predict_proba(x) for net in nets]).mean(dim=0)
+        probs = torch.stack([net.predict_proba(x) for net in nets])  # (members, n)
+        used = (~self.dynamic_only[:, None] | is_dynamic(x)[None, :]).to(probs.dtype)
+        return (probs * used).sum(dim=0) / used.sum(dim=0)
 
 
 Classifier3D = InceptionResNet3D | Ensemble
@@ -176,5 +188,7 @@ def load(path: Path) -> tuple[Classifier3D, str]:
     state, digest = weights.verified_state(path)
     members = {key.split(".")[1] for key in state if key.startswith("members.")}
     model: Classifier3D = Ensemble(len(members)) if members else InceptionResNet3D()
+    if members:  # ensembles saved before 2026-12-01 have no dynamic-only members
+        state.setdefault("dynamic_only", torch.zeros(len(members), dtype=torch.bool))
     model.load_state_dict(state)
     return model, digest

@@ -1,8 +1,9 @@
 """Classifier weights combined into one ensemble file: ``python -m training.ensemble A.pt B.pt --out C.pt``.
 
 Each input is a file ``spinenode train-classifier --out`` wrote (one network) or an ensemble; the
-output holds every network, P(metastasis) being their mean (:class:`models.inception3d.Ensemble`),
-with one checksum and a ``.json`` naming each member's checksum and training data. With ``--work``
+output holds every network, P(metastasis) being their mean (:class:`models.inception3d.Ensemble`;
+the networks of a file named by ``--dynamic-only`` count for dynamic series only), with one checksum
+and a ``.json`` naming each member's checksum and training data. With ``--work``
 (the cube caches of ``spinenode train-classifier``) the ensemble is scored on the held-out phantoms
 as ``train-classifier`` scores one network, and the report is printed.
 """
@@ -27,24 +28,39 @@ def members_of(path: Path) -> list[InceptionResNet3D]:
     return cast(list[InceptionResNet3D], list(model.members)) if isinstance(model, Ensemble) else [model]
 
 
-def combine(paths: list[Path]) -> Ensemble:
-    networks = [net for path in paths for net in members_of(path)]
+def combine(paths: list[Path], dynamic_only: frozenset[Path] = frozenset()) -> Ensemble:
+    """One ensemble of every network in ``paths``; those of a file in ``dynamic_only`` (and the
+    dynamic-only members of an ensemble file) join the mean for dynamic series only."""
+    networks: list[tuple[InceptionResNet3D, bool]] = []
+    for path in paths:
+        model, _ = load(path)
+        if isinstance(model, Ensemble):
+            flags = [bool(f) or path in dynamic_only for f in model.dynamic_only]
+            networks += list(zip(cast(list[InceptionResNet3D], list(model.members)), flags, strict=True))
+        else:
+            networks.append((model, path in dynamic_only))
     ensemble = Ensemble(len(networks))
-    for slot, net in zip(ensemble.members, networks, strict=True):
+    for slot, (net, _) in zip(ensemble.members, networks, strict=True):
         slot.load_state_dict(net.state_dict())
+    ensemble.dynamic_only = torch.tensor([flag for _, flag in networks])
     return ensemble.eval()
 
 
-def _member_meta(path: Path) -> dict[str, Any]:
+def _member_meta(path: Path, dynamic_only: bool) -> list[dict[str, Any]]:
+    """What the ``.json`` says of each network in ``path``: an ensemble file lists its members."""
     meta_file = Path(f"{path}.json")
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-    return {"file": path.name, "sha256": weights.sha256_file(path), "data": meta.get("data"),
-            "steps": meta.get("steps")}
+    if "members" in meta:
+        return [m | ({"dynamic_only": True} if dynamic_only else {}) for m in meta["members"]]
+    return [{"file": path.name, "sha256": weights.sha256_file(path), "data": meta.get("data"),
+             "steps": meta.get("steps")} | ({"dynamic_only": True} if dynamic_only else {})]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", type=Path, nargs="+", help="classifier weights files (with .sha256 beside)")
+    parser.add_argument("--dynamic-only", type=Path, nargs="*", default=[],
+                        help="inputs whose networks join the mean for dynamic series only")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=None, help="cube caches: score on the held-out phantoms")
     for name, default in (("single", 60), ("dynamic", 40), ("randomised", 40), ("randomised-dynamic", 0)):
@@ -56,8 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    members = [_member_meta(p) for p in args.inputs]  # before --out may overwrite one of them
-    ensemble = combine(args.inputs)
+    dynamic_only = frozenset(args.dynamic_only)
+    if not dynamic_only <= set(args.inputs):
+        parser.error("--dynamic-only names a file that is not one of the inputs")
+    # before --out may overwrite one of them
+    members = [m for p in args.inputs for m in _member_meta(p, p in dynamic_only)]
+    ensemble = combine(args.inputs, dynamic_only)
     meta = {"model": "Ensemble of InceptionResNet3D", "members": members, "in_channels": 5, "width": 4,
             "torch": torch.__version__}
     result: dict[str, Any] = {"sha256": weights.save(ensemble, args.out, meta), "members": members}

@@ -242,3 +242,54 @@ def test_held_out_studies_are_segmented_once_for_both_models(monkeypatch: pytest
     assert torch.equal(alone.cubes, cubes.cubes)
     assert rad.shape == (2,) and np.allclose(rad, radiomics_probabilities(
         phantom_items(range(40000, 40002), phases=1), "node", cubes.names))
+
+
+def test_a_dynamic_only_member_counts_for_dynamic_series_only(tiny_set: CubeSet, tmp_path: Path) -> None:
+    """``--dynamic-only``: that file's network joins the mean for a dynamic series (inflow/outflow
+    channels present) and is left out for a single-phase one; the flag is saved with the weights,
+    the ``.json`` says so, and an ensemble file passes its members' flags on."""
+    import json
+
+    from models import weights
+    from models.inception3d import Ensemble, is_dynamic
+    from models.inception3d import load as load_classifier
+    from training.ensemble import main
+
+    paths = []
+    for seed in (1, 2):
+        net = train_network(tiny_set, TrainConfig(steps=1, batch=4, seed=seed), desc="test")
+        paths.append(tmp_path / f"net{seed}.pt")
+        weights.save(net, paths[-1], {"data": f"tiny seed {seed}", "steps": 1})
+    assert main([str(paths[0]), str(paths[1]), "--dynamic-only", str(paths[1]), "--out", str(tmp_path / "e.pt")]) == 0
+    model, _ = load_classifier(tmp_path / "e.pt")
+    assert isinstance(model, Ensemble) and model.dynamic_only.tolist() == [False, True]
+    model.eval()
+    single = tiny_set.cubes[:2].float()
+    dynamic = single.clone()
+    dynamic[:, 2:4] = 0.1  # as if the series had inflow and outflow maps
+    assert not is_dynamic(single).any() and is_dynamic(dynamic).all()
+    members = [m.predict_proba(x) for x in (single, dynamic) for m in model.members]
+    torch.testing.assert_close(model.predict_proba(single), members[0])
+    torch.testing.assert_close(model.predict_proba(dynamic), (members[2] + members[3]) / 2)
+    mixed = torch.cat([single[:1], dynamic[1:]])
+    expected = torch.stack([members[0][0], (members[2][1] + members[3][1]) / 2])
+    torch.testing.assert_close(model.predict_proba(mixed), expected)
+    meta = json.loads((tmp_path / "e.pt.json").read_text())["members"]
+    assert [m.get("dynamic_only", False) for m in meta] == [False, True]
+    assert main([str(tmp_path / "e.pt"), str(paths[0]), "--out", str(tmp_path / "f.pt")]) == 0
+    again, _ = load_classifier(tmp_path / "f.pt")
+    assert again.dynamic_only.tolist() == [False, True, False]  # type: ignore[union-attr]
+    assert [m.get("dynamic_only", False) for m in json.loads((tmp_path / "f.pt.json").read_text())["members"]] == \
+        [False, True, False]
+    assert main([str(tmp_path / "e.pt"), str(paths[0]), "--dynamic-only", str(tmp_path / "e.pt"),
+                 "--out", str(tmp_path / "g.pt")]) == 0  # every network of an ensemble file so marked
+    marked, _ = load_classifier(tmp_path / "g.pt")
+    assert marked.dynamic_only.tolist() == [True, True, False]  # type: ignore[union-attr]
+
+
+def test_the_shipped_ensemble_loads_with_its_dynamic_only_flags() -> None:
+    from models.inception3d import Ensemble
+    from models.inception3d import load as load_classifier
+
+    model, _ = load_classifier(DEFAULT_WEIGHTS)
+    assert isinstance(model, Ensemble) and len(model.dynamic_only) == len(model.members)
