@@ -10,6 +10,10 @@ from pathlib import Path
 
 from dicomnode.errors import NodeError
 
+# the lesions a model after segmentation is trained and scored on (training.node_segmentation.MASKS;
+# not imported from there, so that parsing the command line does not load the image libraries)
+MASKS = ("truth", "node")
+
 
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None,
@@ -142,7 +146,7 @@ def _add_train_radiomics(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", type=Path, default=None, help="feature table cache (.npz)")
     p.add_argument("--randomised-studies", type=int, default=0, help="with --phases 1: add N domain-randomised studies")
     p.add_argument("--figure", type=Path, default=None, help="PNG of the selected features' coefficients")
-    p.add_argument("--masks", choices=("truth", "node"), default="truth",
+    p.add_argument("--masks", choices=MASKS, default="truth",
                    help="the lesion measured: the ground truth's, or the node's own segmentation")
     p.add_argument("--processes", type=int, default=1, help="worker processes making the studies")
 
@@ -164,7 +168,7 @@ def _add_train_classifier(sub: argparse._SubParsersAction) -> None:
                           ("held-out-randomised-dynamic", 0), ("processes", 1)):
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--masks", choices=("truth", "node"), default="truth",
+    p.add_argument("--masks", choices=MASKS, default="truth",
                    help="centre the cubes (training and held-out) on the ground truth's lesion or the node's own")
 
 

@@ -144,11 +144,12 @@ class _Run:
     device: torch.device
 
     @classmethod
-    def make(cls, cfg: SpineConfig) -> _Run:
+    def make(cls, cfg: SpineConfig, init: dict[str, torch.Tensor] | None = None) -> _Run:
+        """A fresh network, or one starting from ``init`` (a verified state dict: ``--init``)."""
         device = resolve_device(cfg.device)
         model = AttentionResUNet(classes=CLASSES, base=BASE)
-        if cfg.init is not None:
-            weights.load_into(model, Path(cfg.init))
+        if init is not None:
+            model.load_state_dict(init)
         model = model.to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * cfg.steps_per_epoch,
@@ -174,15 +175,15 @@ def train(cfg: SpineConfig, work: Path, out: Path | None) -> dict:
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.init is not None:
-        weights.verified_state(Path(cfg.init))  # a wrong path or checksum fails before minutes of data
+    # read and checked once, first: a wrong path or checksum fails before minutes of data
+    init = weights.verified_state(Path(cfg.init))[0] if cfg.init is not None else None
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
     images, targets = make_data(range(cfg.train_seed, cfg.train_seed + cfg.studies), cfg.classic_fraction,
                                 cfg.processes, "spine phantoms")
     val_seeds = range(VALIDATION_SEED, VALIDATION_SEED + cfg.val_studies)
     val_images, val_targets = make_data(val_seeds, cfg.classic_fraction, cfg.processes, "validation")
-    run = _Run.make(cfg)
+    run = _Run.make(cfg, init)
     history: list[dict] = []
     best = -1.0
     if cfg.init is not None:  # fine-tuning keeps the weights it started from unless an epoch beats them

@@ -293,3 +293,11 @@ def test_the_shipped_ensemble_loads_with_its_dynamic_only_flags() -> None:
 
     model, _ = load_classifier(DEFAULT_WEIGHTS)
     assert isinstance(model, Ensemble) and len(model.dynamic_only) == len(model.members)
+
+
+def test_the_command_line_offers_the_masks_training_knows() -> None:
+    """`--masks` of train-radiomics and train-classifier: the choices are training's own."""
+    from dicomnode.cli import MASKS as CLI_MASKS
+    from training.node_segmentation import MASKS
+
+    assert CLI_MASKS == MASKS
