@@ -62,6 +62,7 @@ class Limits:
     uncertain_low: float = 0.3
     uncertain_high: float = 0.7
     min_inside_body: float = 0.5
+    min_body_share: float = 0.2
     body_margin_mm: float = 5.0
     washout_threshold: float = 0.05
     min_body_score: float = 0.85
@@ -117,17 +118,23 @@ def inside_fraction(lesion: np.ndarray, body: np.ndarray, pixel_mm: tuple[float,
 def keep_in_body(mask: np.ndarray, body: np.ndarray, pixel_mm: tuple[float, float],
                  limits: Limits | None = None) -> np.ndarray:
     """The connected components of ``mask`` that lie at least ``min_inside_body`` inside the body
-    (grown by ``body_margin_mm``): a lesion arises from the vertebral body, so a bright cord, vessel
-    or muscle the U-Net outlined is dropped. When no component qualifies, ``mask`` is returned
-    whole, and the checks below make the finding indeterminate."""
+    (grown by ``body_margin_mm``), or that cover at least ``min_body_share`` of the body's voxels: a
+    lesion arises from the vertebral body, so a bright cord, vessel or muscle the U-Net outlined is
+    dropped, while a lesion that has replaced much of the body is kept even where the located body
+    misses most of it (the localiser finds normal bone; a lesion filling the body is not that).
+    When no component qualifies, ``mask`` is returned whole, and the checks below make the finding
+    indeterminate."""
     lim = limits or Limits()
     labels, n = ndimage.label(mask, structure=CONNECTIVITY)
     if n == 0:
         return mask
+    index = np.arange(1, n + 1)
     grown = grown_body(body, pixel_mm, lim.body_margin_mm)
-    inside = ndimage.sum_labels(grown, labels, index=np.arange(1, n + 1))
-    size = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
-    keep = np.concatenate([[False], inside >= lim.min_inside_body * size])
+    inside = ndimage.sum_labels(grown, labels, index=index)
+    size = ndimage.sum_labels(mask, labels, index=index)
+    in_body = ndimage.sum_labels(body.astype(bool), labels, index=index)
+    fills = in_body >= lim.min_body_share * max(int(np.count_nonzero(body)), 1)
+    keep = np.concatenate([[False], (inside >= lim.min_inside_body * size) | fills])
     return keep[labels] if keep.any() else mask
 
 

@@ -192,3 +192,25 @@ def test_keep_in_body_judges_each_connected_lesion() -> None:
     assert kept[0, 20:28, 20:28].all() and kept[0, 29, 29]
     assert not kept[0, 36:40, 36:40].any() and not kept[0, 45:47, 45:47].any() and not kept[0, 12:14, 31:52].any()
     assert kept.sum() == 66
+
+
+def test_keep_in_body_keeps_a_lesion_that_fills_much_of_the_body() -> None:
+    """A lesion that has replaced bone: the located body (normal bone) holds a fifth of it and it
+    lies mostly outside, but it covers at least ``min_body_share`` of the body's voxels and is kept;
+    a component that merely touches the body is still judged by its share inside."""
+    body = np.zeros((2, 80, 80), dtype=bool)
+    body[:, 10:20, 10:20] = True  # 200 voxels
+    lesion = np.zeros_like(body)
+    lesion[:, 10:20, 16:56] = True  # 800 voxels: 80 in the body (40 % of it), 180 within 5 mm (22 %)
+    cord = np.zeros_like(body)
+    cord[:, 5:70, 2:4] = True
+    cord[:, 14:16, 4:11] = True  # a spur touching the body: 4 voxels in it, 24 of 288 within 5 mm
+    spot = np.zeros_like(body)
+    spot[:, 11:13, 11:13] = True  # wholly inside
+    kept = keep_in_body(lesion | cord | spot, body, (1.0, 1.0))
+    assert (kept == (lesion | spot)).all()
+    strict = keep_in_body(lesion | cord | spot, body, (1.0, 1.0), Limits(min_body_share=0.5))
+    assert (strict == spot).all()
+    small = np.zeros_like(body)
+    small[:, 10:14, 18:40] = True  # 176 voxels, 16 in the body (8 % of it), 56 within 5 mm (32 %): dropped
+    assert (keep_in_body(small | cord | spot, body, (1.0, 1.0)) == spot).all()
