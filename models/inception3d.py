@@ -153,7 +153,9 @@ class InceptionResNet3D(nn.Module):
 
 def is_dynamic(x: torch.Tensor) -> torch.Tensor:
     """(n,) bool: which cubes of a (n, channels, slices, rows, cols) batch come from a dynamic
-    series (their inflow and outflow channels, :data:`pipeline.cube.CHANNELS` 2-3, are not all 0)."""
+    series (their inflow and outflow channels, :data:`pipeline.cube.CHANNELS` 2-3, are not all 0).
+    A dynamic series whose maps are exactly 0 in the cube's window counts as single-phase here,
+    which only leaves the dynamic-only members out."""
     return x[:, 2:4].flatten(1).abs().amax(dim=1) > 0
 
 
@@ -161,7 +163,8 @@ class Ensemble(nn.Module):
     """Several classifiers trained apart (other data, other seeds) saved as one file with one
     checksum; P(metastasis) is the mean of theirs, which is better calibrated on images unlike
     the training data than any one member (``models/cards/classifier.md``). A member marked
-    ``dynamic_only`` (a buffer saved with the weights) joins the mean for dynamic series only."""
+    ``dynamic_only`` (a buffer saved with the weights) joins the mean for dynamic series only, and
+    is not run on a batch without one; at least one member must be for every series."""
 
     dynamic_only: torch.Tensor
 
@@ -170,12 +173,22 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(InceptionResNet3D(**kwargs) for _ in range(members))
         self.register_buffer("dynamic_only", torch.zeros(members, dtype=torch.bool))
 
+    def check(self) -> None:
+        """Raises ``ValueError`` when no member is for every series (single-phase ones would get none)."""
+        if bool(self.dynamic_only.all()):
+            raise ValueError("every network of the ensemble is for dynamic series only: "
+                             "a single-phase series would have none")
+
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        nets = cast(list[InceptionResNet3D], list(self.members))
-        probs = torch.stack([net.predict_proba(x) for net in nets])  # (members, n)
-        used = (~self.dynamic_only[:, None] | is_dynamic(x)[None, :]).to(probs.dtype)
-        return (probs * used).sum(dim=0) / used.sum(dim=0)
+        dynamic = is_dynamic(x)
+        run = [(net, bool(only)) for net, only in zip(cast(list[InceptionResNet3D], list(self.members)),
+                                                      self.dynamic_only, strict=True)
+               if not only or bool(dynamic.any())]
+        probs = torch.stack([net.predict_proba(x) for net, _ in run])  # (members run, n)
+        only = torch.tensor([o for _, o in run], device=probs.device)
+        used = ~only[:, None] | dynamic[None, :]
+        return torch.where(used, probs, 0.0).sum(dim=0) / used.sum(dim=0)
 
 
 Classifier3D = InceptionResNet3D | Ensemble
@@ -191,4 +204,6 @@ def load(path: Path) -> tuple[Classifier3D, str]:
     if members:  # ensembles saved before 2026-12-01 have no dynamic-only members
         state.setdefault("dynamic_only", torch.zeros(len(members), dtype=torch.bool))
     model.load_state_dict(state)
+    if isinstance(model, Ensemble):
+        model.check()
     return model, digest

@@ -43,17 +43,19 @@ def combine(paths: list[Path], dynamic_only: frozenset[Path] = frozenset()) -> E
     for slot, (net, _) in zip(ensemble.members, networks, strict=True):
         slot.load_state_dict(net.state_dict())
     ensemble.dynamic_only = torch.tensor([flag for _, flag in networks])
+    ensemble.check()
     return ensemble.eval()
 
 
-def _member_meta(path: Path, dynamic_only: bool) -> list[dict[str, Any]]:
-    """What the ``.json`` says of each network in ``path``: an ensemble file lists its members."""
+def _member_meta(path: Path) -> list[dict[str, Any]]:
+    """What the ``.json`` says of each network in ``path``: an ensemble file lists its members
+    (their ``dynamic_only`` flags are then set from the weights, which is what applies)."""
     meta_file = Path(f"{path}.json")
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
     if "members" in meta:
-        return [m | ({"dynamic_only": True} if dynamic_only else {}) for m in meta["members"]]
+        return [dict(m) for m in meta["members"]]
     return [{"file": path.name, "sha256": weights.sha256_file(path), "data": meta.get("data"),
-             "steps": meta.get("steps")} | ({"dynamic_only": True} if dynamic_only else {})]
+             "steps": meta.get("steps")}]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,8 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     if not dynamic_only <= set(args.inputs):
         parser.error("--dynamic-only names a file that is not one of the inputs")
     # before --out may overwrite one of them
-    members = [m for p in args.inputs for m in _member_meta(p, p in dynamic_only)]
-    ensemble = combine(args.inputs, dynamic_only)
+    members = [m for p in args.inputs for m in _member_meta(p)]
+    try:
+        ensemble = combine(args.inputs, dynamic_only)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if len(members) != len(ensemble.members):
+        parser.error(f"the inputs' .json files name {len(members)} networks, the weights hold "
+                     f"{len(ensemble.members)}")
+    for entry, flag in zip(members, ensemble.dynamic_only.tolist(), strict=True):  # as the weights apply them
+        entry.pop("dynamic_only", None)
+        if flag:
+            entry["dynamic_only"] = True
     meta = {"model": "Ensemble of InceptionResNet3D", "members": members, "in_channels": 5, "width": 4,
             "torch": torch.__version__}
     result: dict[str, Any] = {"sha256": weights.save(ensemble, args.out, meta), "members": members}

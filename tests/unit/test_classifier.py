@@ -288,11 +288,65 @@ def test_a_dynamic_only_member_counts_for_dynamic_series_only(tiny_set: CubeSet,
 
 
 def test_the_shipped_ensemble_loads_with_its_dynamic_only_flags() -> None:
+    """Four networks, the fourth for dynamic series only, as its ``.json`` says."""
+    import json
+
     from models.inception3d import Ensemble
     from models.inception3d import load as load_classifier
 
     model, _ = load_classifier(DEFAULT_WEIGHTS)
-    assert isinstance(model, Ensemble) and len(model.dynamic_only) == len(model.members)
+    assert isinstance(model, Ensemble) and model.dynamic_only.tolist() == [False, False, False, True]
+    meta = json.loads(Path(f"{DEFAULT_WEIGHTS}.json").read_text())["members"]
+    assert [m.get("dynamic_only", False) for m in meta] == model.dynamic_only.tolist()
+
+
+def test_ensembles_saved_before_the_flag_load_and_an_all_dynamic_one_is_refused(tiny_set: CubeSet,
+                                                                                 tmp_path: Path) -> None:
+    """A file without the ``dynamic_only`` buffer (saved before 2026-12-01) loads with no member
+    flagged; an ensemble whose every member is dynamic-only is refused (a single-phase series would
+    get no probability), by ``combine`` and by ``training.ensemble``; the dynamic-only member is not
+    run on a batch without a dynamic cube."""
+    import io
+
+    from models import weights
+    from models.inception3d import Ensemble
+    from models.inception3d import load as load_classifier
+    from training.ensemble import combine, main
+
+    ensemble = Ensemble(2)
+    state = {k: v for k, v in ensemble.state_dict().items() if k != "dynamic_only"}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    old = tmp_path / "old.pt"
+    old.write_bytes(buffer.getvalue())
+    Path(f"{old}.sha256").write_text(f"{weights.sha256_file(old)}  old.pt\n")
+    loaded, _ = load_classifier(old)
+    assert isinstance(loaded, Ensemble) and loaded.dynamic_only.tolist() == [False, False]
+    net = tmp_path / "net.pt"
+    weights.save(train_network(tiny_set, TrainConfig(steps=1, batch=4), desc="test"), net, {"data": "tiny"})
+    with pytest.raises(ValueError, match="every network of the ensemble is for dynamic series only"):
+        combine([net, net], frozenset({net}))
+    with pytest.raises(SystemExit):
+        main([str(net), "--dynamic-only", str(net), "--out", str(tmp_path / "none.pt")])
+    assert not (tmp_path / "none.pt").exists()
+
+    both = combine([net, net], frozenset())
+    both.dynamic_only = torch.tensor([False, True])
+    calls: list[int] = []
+    second = both.members[1]
+    real = second.predict_proba
+
+    def counted(x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return real(x)
+
+    second.predict_proba = counted  # type: ignore[method-assign]
+    both.predict_proba(tiny_set.cubes[:2].float())  # single-phase: the second network is not run
+    assert calls == []
+    dynamic = tiny_set.cubes[:2].float().clone()
+    dynamic[:, 2:4] = 0.1
+    both.predict_proba(dynamic)
+    assert calls == [1]
 
 
 def test_the_command_line_offers_the_masks_training_knows() -> None:
