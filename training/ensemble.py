@@ -22,23 +22,18 @@ from models.inception3d import Ensemble, InceptionResNet3D, load
 from training.node_segmentation import MASKS
 
 
-def members_of(path: Path) -> list[InceptionResNet3D]:
-    """The networks in one weights file (checksum verified)."""
+def members_of(path: Path) -> list[tuple[InceptionResNet3D, bool]]:
+    """The networks in one weights file (checksum verified), each with its ``dynamic_only`` flag."""
     model, _ = load(path)
-    return cast(list[InceptionResNet3D], list(model.members)) if isinstance(model, Ensemble) else [model]
+    if isinstance(model, Ensemble):
+        return list(zip(cast(list[InceptionResNet3D], list(model.members)), model.dynamic_only.tolist(), strict=True))
+    return [(model, False)]
 
 
 def combine(paths: list[Path], dynamic_only: frozenset[Path] = frozenset()) -> Ensemble:
     """One ensemble of every network in ``paths``; those of a file in ``dynamic_only`` (and the
     dynamic-only members of an ensemble file) join the mean for dynamic series only."""
-    networks: list[tuple[InceptionResNet3D, bool]] = []
-    for path in paths:
-        model, _ = load(path)
-        if isinstance(model, Ensemble):
-            flags = [bool(f) or path in dynamic_only for f in model.dynamic_only]
-            networks += list(zip(cast(list[InceptionResNet3D], list(model.members)), flags, strict=True))
-        else:
-            networks.append((model, path in dynamic_only))
+    networks = [(net, flag or path in dynamic_only) for path in paths for net, flag in members_of(path)]
     ensemble = Ensemble(len(networks))
     for slot, (net, _) in zip(ensemble.members, networks, strict=True):
         slot.load_state_dict(net.state_dict())

@@ -167,10 +167,16 @@ def _cache_tag(masks: str = "truth") -> str:
     return tag if masks == "truth" else f"{tag}-node{weights.sha256_file(DEFAULT_WEIGHTS)[:8]}"
 
 
+def _cubes_file(work: Path, look: str, seeds: range, phases: int | None, dynamic_fraction: float | None,
+                masks: str) -> Path:
+    """Where the cubes of these studies are cached in ``work``."""
+    return work / f"{look}-{seeds.start}-{len(seeds)}-p{phases}-d{dynamic_fraction}-{_cache_tag(masks)}.npz"
+
+
 def cached_cubes(work: Path, look: str, seeds: range, *, phases: int | None = None,
                  dynamic_fraction: float | None = None,
                  processes: int = 1, desc: str = "cubes", masks: str = "truth") -> CubeSet:
-    cache = work / f"{look}-{seeds.start}-{len(seeds)}-p{phases}-d{dynamic_fraction}-{_cache_tag(masks)}.npz"
+    cache = _cubes_file(work, look, seeds, phases, dynamic_fraction, masks)
     if cache.exists():
         return CubeSet.load(cache)
     data = phantom_cubes(look, seeds, phases=phases, dynamic_fraction=dynamic_fraction, processes=processes,
@@ -188,7 +194,7 @@ def cached_held_out(work: Path, look: str, seeds: range, phases: int | None, mas
     from pipeline.analysis import SIGNATURES
 
     sigs = "".join(weights.sha256_file(SIGNATURES / f"radiomics_{m}.json")[:6] for m in ("single", "dynamic"))
-    cubes_file = work / f"{look}-{seeds.start}-{len(seeds)}-p{phases}-d1.0-{_cache_tag(masks)}.npz"
+    cubes_file = _cubes_file(work, look, seeds, phases, 1.0, masks)
     rad_file = work / f"radiomics-{look}-{seeds.start}-{len(seeds)}-p{phases}-{_cache_tag(masks)}-r{sigs}.npy"
     if cubes_file.exists() and rad_file.exists():
         return CubeSet.load(cubes_file), np.load(rad_file)
