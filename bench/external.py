@@ -190,8 +190,8 @@ def direct(cases: list[Path], weights: Path | None) -> list[dict[str, Any]]:
         truth = np.load(case / "truth.npz")["mask"].astype(bool)
         volume = load_series(sorted((case / "series").glob("*.dcm")))
         image = segmentation_input(volume.pixels)
-        body = region_growing(image, volume.spacing[1:]).body.mask
-        pred = segmenter.segment_in_body(image, body, volume.spacing[1:])
+        rg = region_growing(image, volume.spacing[1:])
+        pred = segmenter.segment_in_body(image, rg.body.mask, rg.marrow_level, volume.spacing[1:])
         rows.append({"case": case.name, "dice_unet": round(dice(pred, truth), 3)})
         print(json.dumps(rows[-1]), flush=True)
     print(json.dumps({"mean_dice_unet": round(float(np.mean([r["dice_unet"] for r in rows])), 3)}))

@@ -22,6 +22,7 @@ import torch
 
 from models.unet_io import segmentation_input
 from phantom import generate_study
+from pipeline.anatomy import normal_marrow
 from pipeline.metrics import dice
 from pipeline.segmentation import UNetSegmenter
 
@@ -69,8 +70,9 @@ def main() -> None:
     for seed in range(900000, 900000 + args.studies):
         study = generate_study(seed)
         image = segmentation_input(study.pixels).astype(np.float32)
+        marrow = normal_marrow(image, (study.params.pixel_spacing_mm, study.params.pixel_spacing_mm))
         for p, s in segs.items():
-            scores[p].append(dice(s.segment(image), study.mask))
+            scores[p].append(dice(s.segment(image, marrow), study.mask))
     tcmalloc = "tcmalloc" in os.environ.get("LD_PRELOAD", "")
     print(f"threads={torch.get_num_threads()} tcmalloc={tcmalloc} runs={args.runs} studies={args.studies}")
     for p in segs:

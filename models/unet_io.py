@@ -1,10 +1,14 @@
 """What goes into the U-Net and how its output maps back: shared by training and inference.
 
 Each slice is zero-padded to a square (keeping the aspect ratio of non-square matrices such as
-256x192), then resampled bilinearly to 512x512 as the paper does; intensities are divided by
-the volume's 99.5th percentile so that scanners' gains (500-4000 here) do not matter. The
-probability map comes back through the inverse: bilinear resampling to the padded square, then
+256x192), then resampled bilinearly to 512x512 as the paper does. Intensities are relative to
+normal marrow's level (:func:`scale_by_marrow`), the one contrast the specification fixes (a
+lesion enhances 1.3-3.0 x marrow) whatever the scanner's gain or the other tissues' brightness.
+The probability map comes back through the inverse: bilinear resampling to the padded square, then
 the padding is cropped away.
+
+:func:`normalise` (by the volume's 99.5th percentile) is the spine localiser's input, which comes
+before marrow is known.
 """
 
 from __future__ import annotations
@@ -26,9 +30,20 @@ def segmentation_input(pixels: np.ndarray) -> np.ndarray:
     return pixels[0] if pixels.shape[0] == 1 else pixels[1:].max(axis=0)
 
 
+MARROW_INPUT = 0.25  # normal marrow's value in the U-Net's input
+
+
 def normalise(volume: np.ndarray) -> np.ndarray:
+    """The volume over its 99.5th percentile, clipped to [0, 2] (the spine localiser's input)."""
     scale = float(np.percentile(volume, 99.5))
     return (volume.astype(np.float32) / max(scale, 1e-6)).clip(0, 2)
+
+
+def scale_by_marrow(volume: np.ndarray, marrow: float) -> np.ndarray:
+    """The U-Net's input: the volume with normal marrow's level (``marrow``,
+    :func:`pipeline.anatomy.marrow_level`) at :data:`MARROW_INPUT`, clipped to [0, 2] (8 x marrow):
+    the specification's lesions (1.3-3.0 x marrow) at 0.33-0.75 on every scanner."""
+    return (volume.astype(np.float32) * (MARROW_INPUT / max(marrow, 1e-6))).clip(0, 2)
 
 
 def _pad_square(t: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -126,13 +126,14 @@ def classify(volume: Volume, image: np.ndarray, maps: ParameterMaps, marrow_leve
     return Classification(classifier.probability(cube), classifier.sha256, lesion.index, channels)
 
 
-def unet_segment(image: np.ndarray, body: np.ndarray, pixel_mm: tuple[float, float],
+def unet_segment(image: np.ndarray, body: np.ndarray, marrow: float, pixel_mm: tuple[float, float],
                  precision: Precision) -> tuple[np.ndarray, str]:
-    """The U-Net's lesions of ``image`` in the located ``body`` and the checksum of the weights."""
+    """The U-Net's lesions of ``image`` in the located ``body`` (normal marrow's level ``marrow``)
+    and the checksum of the weights."""
     from pipeline.segmentation import get_segmenter
 
     segmenter = get_segmenter(precision=precision)
-    return segmenter.segment_in_body(image, body, pixel_mm), segmenter.sha256
+    return segmenter.segment_in_body(image, body, marrow, pixel_mm), segmenter.sha256
 
 
 @contextmanager
@@ -185,7 +186,8 @@ def analyse(volume: Volume, *, use_unet: bool = True, precision: str | Precision
     unet_mask, sha = None, None
     if use_unet:
         with _timed(timings, "unet"):
-            unet_mask, sha = unet_segment(image, rg.body.mask, (volume.spacing[1], volume.spacing[2]), precision)
+            unet_mask, sha = unet_segment(image, rg.body.mask, rg.marrow_level, (volume.spacing[1], volume.spacing[2]),
+                                          precision)
     with _timed(timings, "lesions"):
         source, source_mask, lesions = _lesions(volume, image, rg, unet_mask)
     if not lesions:

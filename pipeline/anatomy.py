@@ -138,6 +138,28 @@ def body_from_probabilities(prob: np.ndarray, smooth: np.ndarray, pixel_mm: tupl
     return BodyRegion(centre, (semi[0], semi[1]), mask, score, method="localiser")
 
 
+def smoothed(image: np.ndarray, pixel_mm: tuple[float, float]) -> np.ndarray:
+    """``image`` (slices, rows, cols) smoothed in-plane (sigma 0.6 mm, at least half a pixel), so
+    that a noise spike is neither a seed nor a level: what the body, marrow and growth are found on."""
+    sigma = max(0.5, 0.6 / float(np.mean(pixel_mm)))
+    return ndimage.gaussian_filter(image.astype(np.float32), (0, sigma, sigma))
+
+
+def marrow_level(smooth: np.ndarray, body: np.ndarray) -> float:
+    """Normal marrow's signal: the 40th percentile of the smoothed image in the body mask (a lesion
+    is brighter than marrow, so a low percentile stays on the marrow around it); the volume's
+    median when no body was found. The reference of every enhancement ratio, and of the U-Net's
+    input (:func:`models.unet_io.scale_by_marrow`)."""
+    return float(np.percentile(smooth[body], 40)) if body.any() else float(np.median(smooth))
+
+
+def normal_marrow(image: np.ndarray, pixel_mm: tuple[float, float]) -> float:
+    """:func:`marrow_level` in the body :func:`locate_body` finds in ``image`` (what region growing
+    measures; for callers that do not grow regions, such as the U-Net's training data)."""
+    smooth = smoothed(image, pixel_mm)
+    return marrow_level(smooth, locate_body(image, smooth, pixel_mm).mask)
+
+
 def locate_body(image: np.ndarray, smooth: np.ndarray, pixel_mm: tuple[float, float]) -> BodyRegion:
     """``image``: (slices, rows, cols) post-contrast image, ``smooth`` the same smoothed: the
     localiser's body, or the template's when the localiser finds none."""

@@ -44,7 +44,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from pipeline.anatomy import BodyRegion, ellipse_mask, fill_holes_per_slice, in_plane_box, locate_body
+from pipeline.anatomy import (
+    BodyRegion,
+    ellipse_mask,
+    fill_holes_per_slice,
+    in_plane_box,
+    locate_body,
+    marrow_level,
+    smoothed,
+)
 
 MAX_LESIONS = 5
 MAX_SEEDS = 15  # seeds tried, those dropped (outside the body) included
@@ -184,14 +192,14 @@ def _grow_from_seeds(smooth: np.ndarray, search: np.ndarray, allowed: np.ndarray
 def segment(image: np.ndarray, pixel_mm: tuple[float, float]) -> RegionGrowingResult:
     """``image``: (slices, rows, cols) post-contrast (or peak) image; returns the lesion mask."""
     px = float(np.mean(pixel_mm))
-    smooth = ndimage.gaussian_filter(image.astype(np.float32), (0, max(0.5, 0.6 / px), max(0.5, 0.6 / px)))
+    smooth = smoothed(image, pixel_mm)
     body = locate_body(image, smooth, pixel_mm)
     b, a = body.semi_axes
     scale = np.sqrt(5.0)  # area x5
     expanded2d = ellipse_mask(image.shape[1:], body.centre, (b * scale, a * scale))
     expanded = np.broadcast_to(expanded2d, image.shape)
     candidate = candidate_region(smooth, body, expanded2d, px)
-    marrow = float(np.percentile(smooth[body.mask], 40)) if body.mask.any() else float(np.median(smooth))
+    marrow = marrow_level(smooth, body.mask)
     # growth may leave the body (primary tumours break through the cortex), but only by a margin:
     # the muscles around it enhance as much as a weak tumour does
     margin = max(1, round(GROWTH_MARGIN_MM / px))

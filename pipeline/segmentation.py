@@ -17,7 +17,7 @@ import torch
 
 from models import weights
 from models.unet import AttentionResUNet
-from models.unet_io import from_network, network_window, normalise, to_network
+from models.unet_io import from_network, network_window, scale_by_marrow, to_network
 from pipeline.anatomy import in_plane_box
 from pipeline.per_process import PerProcess
 from pipeline.plausibility import keep_in_body
@@ -47,11 +47,13 @@ class UNetSegmenter:
         self.batch = batch
 
     @torch.no_grad()
-    def probabilities(self, image: np.ndarray, window: tuple[slice, slice] | None = None) -> np.ndarray:
-        """(slices, rows, cols) post-contrast image -> lesion probability, same shape. With a
+    def probabilities(self, image: np.ndarray, marrow: float, window: tuple[slice, slice] | None = None
+                      ) -> np.ndarray:
+        """(slices, rows, cols) post-contrast image, whose normal marrow's level is ``marrow``
+        (:func:`pipeline.anatomy.marrow_level`) -> lesion probability, same shape. With a
         ``window`` of the network grid (:func:`models.unet_io.network_window`) the network sees
-        only that window (intensities still scaled by the whole volume) and the rest is 0."""
-        x = to_network(normalise(image))
+        only that window and the rest is 0."""
+        x = to_network(scale_by_marrow(image, marrow))
         rows, cols = window or (slice(None), slice(None))
         part = x[:, :, rows, cols].contiguous(memory_format=torch.channels_last)
         out = []
@@ -62,15 +64,17 @@ class UNetSegmenter:
         prob[:, rows, cols] = torch.cat(out)
         return from_network(prob, image.shape[1:])
 
-    def segment(self, image: np.ndarray) -> np.ndarray:
-        return self.probabilities(image) >= 0.5
+    def segment(self, image: np.ndarray, marrow: float) -> np.ndarray:
+        return self.probabilities(image, marrow) >= 0.5
 
-    def segment_in_body(self, image: np.ndarray, body: np.ndarray, pixel_mm: tuple[float, float]) -> np.ndarray:
+    def segment_in_body(self, image: np.ndarray, body: np.ndarray, marrow: float,
+                        pixel_mm: tuple[float, float]) -> np.ndarray:
         """The mask the node reports: the U-Net's lesions that lie in the located vertebral body
-        (:func:`pipeline.plausibility.keep_in_body`), the network run on the window around it."""
+        (:func:`pipeline.plausibility.keep_in_body`), the network run on the window around it;
+        ``marrow``: normal marrow's level measured in that body."""
         box = body_box(body, pixel_mm, CONTEXT_MM)
         window = None if box is None else network_window(image.shape[1:], box)
-        return keep_in_body(self.probabilities(image, window) >= 0.5, body, pixel_mm)
+        return keep_in_body(self.probabilities(image, marrow, window) >= 0.5, body, pixel_mm)
 
 
 _SEGMENTERS: PerProcess[UNetSegmenter] = PerProcess(lambda path, precision: UNetSegmenter(path, precision=precision))

@@ -87,7 +87,8 @@ def evaluate(studies: int, out: Path, *, seed: int = HELD_OUT_SEED, phases: int 
     for s in tqdm(range(seed, seed + studies), desc=f"held-out {look} phantoms", unit="study"):
         image, mask, px, about = held_out_study(look, s, phases)
         rg = region_growing(image, (px, px))
-        preds = {"unet": segmenter.segment_in_body(image, rg.body.mask, (px, px)), "region_growing": rg.mask}
+        preds = {"unet": segmenter.segment_in_body(image, rg.body.mask, rg.marrow_level, (px, px)),
+                 "region_growing": rg.mask}
         row = {"seed": s, **about}
         for method, pred in preds.items():
             for metric, value in segmentation_scores(pred, mask).items():

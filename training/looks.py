@@ -25,8 +25,8 @@ SEEDS = {"train": 0, "validation": 800_000, "held_out": 900_000}
 
 
 def studies(look: str, seeds: range | list[int], dynamic_fraction: float = 0.25
-            ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(seed, pixels (phases, slices, rows, cols), mask) for each seed of ``look``."""
+            ) -> Iterator[tuple[int, np.ndarray, np.ndarray, float]]:
+    """(seed, pixels (phases, slices, rows, cols), mask, pixel spacing in mm) for each seed of ``look``."""
     if look == "classic":
         from phantom import generate_study
 
@@ -34,18 +34,19 @@ def studies(look: str, seeds: range | list[int], dynamic_fraction: float = 0.25
             rng = np.random.default_rng([seed, 99])
             phases = int(rng.integers(3, 9)) if rng.random() < dynamic_fraction else 1
             study = generate_study(seed, phases=phases)
-            yield seed, study.pixels, study.mask
+            yield seed, study.pixels, study.mask, float(study.params.pixel_spacing_mm)
     elif look == "randomised":
         from phantom.randomised import generate_randomised
 
         for seed in seeds:
             r = generate_randomised(seed)
-            yield seed, r.pixels, r.mask
+            yield seed, r.pixels, r.mask, float(r.meta["pixel_mm"])
     else:
         raise ValueError(f"unknown phantom look {look!r}: use one of {', '.join(LOOKS)}")
 
 
-def mixed(seeds: range | list[int], randomised_fraction: float) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def mixed(seeds: range | list[int], randomised_fraction: float
+          ) -> Iterator[tuple[int, np.ndarray, np.ndarray, float]]:
     """Studies of both looks: each seed is drawn from ``randomised`` with the given probability."""
     for seed in seeds:
         look = "randomised" if np.random.default_rng([seed, 7]).random() < randomised_fraction else "classic"
@@ -55,8 +56,8 @@ def mixed(seeds: range | list[int], randomised_fraction: float) -> Iterator[tupl
 def _prepare_one(args: tuple[str, int, float]) -> tuple[torch.Tensor, torch.Tensor]:
     look, seed, fraction = args
     source = mixed([seed], fraction) if look == "mixed" else studies(look, [seed])
-    _, pixels, mask = next(iter(source))
-    prepared = prepare(pixels, mask)
+    _, pixels, mask, px = next(iter(source))
+    prepared = prepare(pixels, mask, (px, px))
     return prepared.images, prepared.masks
 
 

@@ -18,7 +18,8 @@ import numpy as np
 import pydicom
 import torch
 
-from models.unet_io import mask_to_network, normalise, segmentation_input, to_network
+from models.unet_io import mask_to_network, scale_by_marrow, segmentation_input, to_network
+from pipeline.anatomy import normal_marrow
 from pipeline.volume import Volume, load_series
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -36,9 +37,12 @@ class SliceSet:
         return cls(torch.cat([p.images for p in parts]), torch.cat([p.masks for p in parts]))
 
 
-def prepare(pixels: np.ndarray, mask: np.ndarray) -> SliceSet:
-    image = normalise(segmentation_input(pixels))
-    return SliceSet(to_network(image)[:, 0].half(), mask_to_network(mask))
+def prepare(pixels: np.ndarray, mask: np.ndarray, pixel_mm: tuple[float, float]) -> SliceSet:
+    """One study at network size, scaled by the normal marrow the node would measure in it (the
+    spine localiser's body: its estimate, errors included, is what the network gets in the node)."""
+    image = segmentation_input(pixels).astype(np.float32)
+    scaled = scale_by_marrow(image, normal_marrow(image, pixel_mm))
+    return SliceSet(to_network(scaled)[:, 0].half(), mask_to_network(mask))
 
 
 def labelled_folder(root: Path) -> Iterator[tuple[str, Volume, np.ndarray]]:

@@ -169,8 +169,8 @@ def load_data(cfg: TrainConfig, data_dir: Path | None, cache: Path | None = None
 
 def _make_data(cfg: TrainConfig, data_dir: Path | None) -> tuple[seg_data.SliceSet, list[seg_data.SliceSet]]:
     if data_dir is not None:
-        studies = [seg_data.prepare(v.pixels, m) for _, v, m in tqdm(list(seg_data.labelled_folder(data_dir)),
-                                                               desc="site data")]
+        folder = tqdm(list(seg_data.labelled_folder(data_dir)), desc="site data")
+        studies = [seg_data.prepare(v.pixels, m, (v.spacing[1], v.spacing[2])) for _, v, m in folder]
         if len(studies) < 2:
             raise TrainingDataError(f"need at least 2 labelled studies under {data_dir}, found {len(studies)}")
         n_val = max(1, len(studies) // 10)

@@ -282,8 +282,8 @@ def test_a_lesion_only_region_growing_found_is_reported_as_indeterminate(phantom
 
     real = pipeline.analysis.unet_segment
 
-    def missed(image, body, pixel_mm, precision):  # noqa: ANN001, ANN202 - the U-Net's signature
-        mask, sha = real(image, body, pixel_mm, precision)
+    def missed(image, body, marrow, pixel_mm, precision):  # noqa: ANN001, ANN202 - the U-Net's signature
+        mask, sha = real(image, body, marrow, pixel_mm, precision)
         return np.zeros_like(mask), sha
 
     monkeypatch.setattr(pipeline.analysis, "unet_segment", missed)

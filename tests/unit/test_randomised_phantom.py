@@ -49,8 +49,8 @@ def test_tilt_is_rendered_in_the_pixels() -> None:
 def test_looks_yield_studies_of_each_kind() -> None:
     assert set(LOOKS) == {"classic", "randomised"}
     for look in LOOKS:
-        seed, pixels, mask = next(iter(studies(look, [5])))
-        assert seed == 5 and pixels.ndim == 4 and mask.shape == pixels.shape[1:]
+        seed, pixels, mask, px = next(iter(studies(look, [5])))
+        assert seed == 5 and pixels.ndim == 4 and mask.shape == pixels.shape[1:] and 0.3 < px < 2.5
     with pytest.raises(ValueError, match="unknown phantom look"):
         next(iter(studies("other", [1])))
     assert int(Label.LESION) == max(Label)

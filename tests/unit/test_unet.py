@@ -225,6 +225,10 @@ def test_site_folder_of_dicom_and_seg_gives_the_same_masks(tmp_path: Path) -> No
         pixels, mask = found[f"study_{seed}"]
         assert pixels.shape == study.pixels.shape
         assert np.array_equal(mask, study.mask)
+    from training.train_unet import load_data
+
+    train_set, val = load_data(TrainConfig(), tmp_path)  # one study each, at network size
+    assert train_set.images.shape == (12, 512, 512) and len(val) == 1 and val[0].masks.any()
 
 
 def test_the_window_around_the_body_gives_the_whole_slices_answer() -> None:
@@ -240,10 +244,11 @@ def test_the_window_around_the_body_gives_the_whole_slices_answer() -> None:
     study = generate_study(900002, phases=1, matrix=(256, 256))
     image = segmentation_input(study.pixels).astype(np.float32)
     px = (study.params.pixel_spacing_mm,) * 2
-    body = region_growing(image, px).body.mask
+    rg = region_growing(image, px)
+    body = rg.body.mask
     segmenter = UNetSegmenter(precision="fp32")
-    whole = keep_in_body(segmenter.segment(image), body, px)
-    windowed = segmenter.segment_in_body(image, body, px)
+    whole = keep_in_body(segmenter.segment(image, rg.marrow_level), body, px)
+    windowed = segmenter.segment_in_body(image, body, rg.marrow_level, px)
     assert whole.sum() > 100 and 2 * (whole & windowed).sum() / (whole.sum() + windowed.sum()) > 0.9
     assert body_box(np.zeros_like(body), px, 30.0) is None  # no body: whole slices
     top, bottom, left, right = body_box(body, px, 30.0)
@@ -251,3 +256,28 @@ def test_the_window_around_the_body_gives_the_whole_slices_answer() -> None:
     margin = int(np.ceil(30.0 / px[0]))
     assert (top, bottom) == (max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, 256))
     assert (left, right) == (max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, 256))
+
+
+def test_the_unet_input_is_relative_to_normal_marrow_whatever_the_gain() -> None:
+    """The U-Net's input puts normal marrow (measured in the body the spine localiser finds) at 0.25
+    and twice it at 0.5, clipped at 8 x marrow; the prepared training slices are the same for a
+    scanner with three times the gain, and a phantom lesion (1.3-3.0 x marrow) lands in its band."""
+    from models.unet_io import scale_by_marrow
+    from phantom import generate_study
+    from phantom.randomised import generate_randomised
+    from pipeline.anatomy import normal_marrow
+    from training.seg_data import prepare
+
+    assert np.allclose(scale_by_marrow(np.array([0.0, 100.0, 200.0, 800.0, 5000.0]), 100.0), [0, 0.25, 0.5, 2, 2])
+    study = generate_study(31, matrix=(256, 256))
+    px = (study.params.pixel_spacing_mm,) * 2
+    once = prepare(study.pixels, study.mask, px)
+    brighter = prepare(study.pixels.astype(np.float32) * 3, study.mask, px)
+    assert torch.allclose(once.images.float(), brighter.images.float(), atol=2e-3)
+    wild = generate_randomised(4, matrix=(256, 256))  # marrow at 0.45 of the 99.5th percentile
+    image = segmentation_input(wild.pixels).astype(np.float32)
+    marrow = normal_marrow(image, (wild.meta["pixel_mm"],) * 2)
+    assert abs(marrow / float(np.percentile(image, 99.5)) - 0.25) > 0.1  # not the 99.5th percentile's scale
+    prepared = prepare(wild.pixels, wild.mask, (wild.meta["pixel_mm"],) * 2)
+    assert torch.equal(prepared.images, to_network(scale_by_marrow(image, marrow))[:, 0].half())
+    assert 0.3 < float(once.images[once.masks.bool()].float().median()) < 0.8
