@@ -281,14 +281,17 @@ def test_a_lesion_only_region_growing_found_is_reported_as_indeterminate(phantom
     from pipeline.plausibility import IndeterminateReason
 
     real = pipeline.analysis.unet_segment
+    marrows: list[float] = []
 
     def missed(image, body, marrow, pixel_mm, precision):  # noqa: ANN001, ANN202 - the U-Net's signature
+        marrows.append(marrow)
         mask, sha = real(image, body, marrow, pixel_mm, precision)
         return np.zeros_like(mask), sha
 
     monkeypatch.setattr(pipeline.analysis, "unet_segment", missed)
     analysis = analyse(load_series(sorted((phantom_dir / "study_101" / "series").glob("*.dcm"))))
     assert analysis.lesion_source == "region_growing" and analysis.lesions
+    assert marrows == [analysis.region_growing.marrow_level]  # the U-Net's input scale: marrow in the body
     assert analysis.agreement_dice == 0.0
     assert analysis.verdict is not None and analysis.verdict.indeterminate
     assert IndeterminateReason.SEGMENTATIONS_DISAGREE in analysis.verdict.reasons

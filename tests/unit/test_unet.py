@@ -281,3 +281,18 @@ def test_the_unet_input_is_relative_to_normal_marrow_whatever_the_gain() -> None
     prepared = prepare(wild.pixels, wild.mask, (wild.meta["pixel_mm"],) * 2)
     assert torch.equal(prepared.images, to_network(scale_by_marrow(image, marrow))[:, 0].half())
     assert 0.3 < float(once.images[once.masks.bool()].float().median()) < 0.8
+
+
+def test_the_node_feeds_the_network_marrow_at_a_quarter() -> None:
+    """What the segmenter hands the network: an image that is all normal marrow arrives at 0.25
+    everywhere, whatever the scanner's level (the network was trained so; another scale runs
+    without error and segments worse on the shifted look)."""
+    from pipeline.segmentation import UNetSegmenter
+
+    segmenter = UNetSegmenter(precision="fp32")
+    seen: list[torch.Tensor] = []
+    segmenter.model.register_forward_pre_hook(lambda _module, args: seen.append(args[0].detach().clone()))
+    for level in (80.0, 1400.0):
+        seen.clear()
+        segmenter.probabilities(np.full((2, 64, 64), level, dtype=np.float32), level)
+        assert seen and all(torch.allclose(x, torch.full_like(x, 0.25)) for x in seen)
