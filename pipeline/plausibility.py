@@ -11,7 +11,13 @@ with the coded reasons (the SEG and the measurements are still sent):
   ~3.6 x marrow it is more likely a vessel, below 1.3 it is marrow or cord);
 * the U-Net and the region growing roughly agree on where the lesion is;
 * the classifier's probability is outside the uncertain band;
-* the radiomics model, where one is shipped for the series' kind, gives the same class;
+* the radiomics model, where one is shipped for the series' kind, gives the same class; and where
+  no time-intensity curve checks the class (single-phase series), clearly: its P(metastasis) at
+  least 0.1 from 0.5. A radiomics P of 0.45 is no second opinion: the coded diagnosis would rest on
+  the classifier alone, which is over-confident on some single-phase primaries (those it called
+  metastasis with P > 0.8 in `bench.coverage` runs of 2026-12-01 had radiomics P 0.52-0.59, 900018
+  and 900037, or 0.75, 900029, still coded wrong). Dynamic series have the kinetics check below;
+  there the dynamic signature's probabilities of right answers lie near 0.5 more often;
 * in a dynamic series, the lesion's time-intensity curve has the class's shape (PHANTOM.md:
   metastases wash in fast and wash out 10-35 % by the last phase, primary tumours enhance
   progressively with no wash-out): wash-out of at least 5 % of the peak enhancement for a
@@ -61,6 +67,7 @@ class Limits:
     min_agreement_dice: float = 0.4
     uncertain_low: float = 0.3
     uncertain_high: float = 0.7
+    radiomics_margin: float = 0.1
     min_inside_body: float = 0.5
     min_body_share: float = 0.2
     body_margin_mm: float = 5.0
@@ -70,6 +77,8 @@ class Limits:
     def __post_init__(self) -> None:
         if not 0.0 <= self.uncertain_low <= 0.5 <= self.uncertain_high <= 1.0:
             raise ValueError("the uncertain band must contain 0.5 and lie within [0, 1]")
+        if not 0.0 <= self.radiomics_margin < 0.5:
+            raise ValueError("radiomics_margin must lie in [0, 0.5)")
         if self.min_peak_enhancement >= self.max_peak_enhancement:
             raise ValueError("min_peak_enhancement must be below max_peak_enhancement")
 
@@ -168,8 +177,10 @@ def assess(*, inside_body: float, peak_enhancement: float, agreement_dice: float
     if lim.uncertain_low < p_classifier < lim.uncertain_high:
         reasons.append(IndeterminateReason.PROBABILITY_UNCERTAIN)
     metastasis = p_classifier >= 0.5
-    if p_radiomics is not None and (p_radiomics >= 0.5) != metastasis:
-        reasons.append(IndeterminateReason.MODELS_DISAGREE)
+    margin = lim.radiomics_margin
+    unclear = washout_fraction is None and 0.5 - margin < (p_radiomics or 0.0) < 0.5 + margin
+    if p_radiomics is not None and ((p_radiomics >= 0.5) != metastasis or unclear):
+        reasons.append(IndeterminateReason.MODELS_DISAGREE)  # or, no curve to check it, no clear class
     if washout_fraction is not None and (washout_fraction >= lim.washout_threshold) != metastasis:
         reasons.append(IndeterminateReason.KINETICS_DISAGREE)
     if body_score is not None and body_score < lim.min_body_score:

@@ -24,6 +24,9 @@ def test_a_plausible_study_gets_its_class() -> None:
     ({"p_classifier": 0.69, "p_radiomics": 0.9}, IndeterminateReason.PROBABILITY_UNCERTAIN),
     ({"p_classifier": 0.31, "p_radiomics": 0.1}, IndeterminateReason.PROBABILITY_UNCERTAIN),
     ({"p_radiomics": 0.49}, IndeterminateReason.MODELS_DISAGREE),
+    ({"p_radiomics": 0.2}, IndeterminateReason.MODELS_DISAGREE),  # clearly the other class
+    ({"p_radiomics": 0.59}, IndeterminateReason.MODELS_DISAGREE),  # the same class, but no clear one
+    ({"p_classifier": 0.1, "p_radiomics": 0.41}, IndeterminateReason.MODELS_DISAGREE),
     ({"washout_fraction": 0.049}, IndeterminateReason.KINETICS_DISAGREE),
     ({"p_classifier": 0.1, "p_radiomics": 0.2, "washout_fraction": 0.05}, IndeterminateReason.KINETICS_DISAGREE),
     ({"body_score": 0.849}, IndeterminateReason.IMAGE_UNLIKE_TRAINING),
@@ -38,8 +41,10 @@ def test_each_failed_check_makes_it_indeterminate(change: dict, reason: Indeterm
 
 def test_limits_are_inclusive_where_the_specification_is() -> None:
     edge = GOOD | {"inside_body": 0.5, "peak_enhancement": 1.3, "agreement_dice": 0.4,
-                   "p_classifier": 0.7, "p_radiomics": 0.5, "body_score": 0.85}
+                   "p_classifier": 0.7, "p_radiomics": 0.6, "body_score": 0.85}
     assert assess(**edge) == Verdict(True, ())
+    assert assess(**GOOD | {"p_classifier": 0.1, "p_radiomics": 0.4}) == Verdict(False, ())
+    assert assess(**GOOD | {"p_radiomics": 0.59}, limits=Limits(radiomics_margin=0.05)) == Verdict(True, ())
     assert assess(**GOOD | {"peak_enhancement": 3.6}) == Verdict(True, ())
     assert assess(**GOOD | {"p_classifier": 0.3, "p_radiomics": 0.0}) == Verdict(False, ())
 
@@ -51,6 +56,10 @@ def test_no_agreement_or_radiomics_is_not_held_against_the_study() -> None:
 
 def test_kinetics_agree_with_each_class() -> None:
     assert assess(**GOOD | {"washout_fraction": 0.05}) == Verdict(True, ())
+    # a curve that checks the class: the radiomics model need only give the same class
+    assert assess(**GOOD | {"washout_fraction": 0.2, "p_radiomics": 0.55}) == Verdict(True, ())
+    assert assess(**GOOD | {"washout_fraction": 0.2, "p_radiomics": 0.45}).reasons == (
+        IndeterminateReason.MODELS_DISAGREE,)
     assert assess(**GOOD | {"p_classifier": 0.1, "p_radiomics": 0.2, "washout_fraction": 0.049}) == Verdict(False, ())
 
 
@@ -96,6 +105,10 @@ def test_limits_are_validated() -> None:
         Limits(uncertain_low=0.6)
     with pytest.raises(ValueError, match="min_peak_enhancement"):
         Limits(min_peak_enhancement=4.0)
+    assert Limits(radiomics_margin=0.0).radiomics_margin == 0.0  # no margin: the side of 0.5 alone
+    for margin in (-0.01, 0.5):
+        with pytest.raises(ValueError, match="radiomics_margin"):
+            Limits(radiomics_margin=margin)
 
 
 def test_inside_fraction_counts_the_margin_in_millimetres() -> None:
