@@ -52,7 +52,7 @@ def stages(seed: int, phases: int) -> dict[str, float]:
     maps = compute(volume, marrow)
     out["parameter_maps"] = time.perf_counter() - t
     t = time.perf_counter()
-    classify(volume, image, maps, marrow, lesions[0], study.mask)
+    classify(volume, image, maps, marrow, lesions[0])
     out["cube_and_classifier"] = time.perf_counter() - t
     t = time.perf_counter()
     radiomics_score(volume, maps, lesions[0].mask)

@@ -115,12 +115,12 @@ def radiomics_score(volume: Volume, maps: ParameterMaps, lesion_mask: np.ndarray
 
 
 def classify(volume: Volume, image: np.ndarray, maps: ParameterMaps, marrow_level: float,
-             lesion: Lesion, lesions_mask: np.ndarray) -> Classification:
+             lesion: Lesion) -> Classification:
     """The class of the study from the cube around ``lesion`` (the largest)."""
     from pipeline.classification import get_classifier
 
     classifier = get_classifier()
-    cube = classifier_cube(image, maps, marrow_level, lesion.mask, volume.spacing, lesions_mask)
+    cube = classifier_cube(image, maps, marrow_level, lesion.mask, volume.spacing)
     present = {"inflow": maps.dynamic, "outflow": maps.dynamic}
     channels = tuple(name for name in CHANNELS if present.get(name, True))
     return Classification(classifier.probability(cube), classifier.sha256, lesion.index, channels)
@@ -156,16 +156,16 @@ def plausibility_verdict(volume: Volume, rg: RegionGrowingResult, lesion: Lesion
 
 
 def _lesions(volume: Volume, image: np.ndarray, rg: RegionGrowingResult, unet_mask: np.ndarray | None
-             ) -> tuple[LesionSource, np.ndarray, list[Lesion]]:
-    """The lesions reported, the mask they come from and which one: the U-Net's; region growing's
+             ) -> tuple[LesionSource, list[Lesion]]:
+    """The lesions reported and which mask they come from: the U-Net's; region growing's
     when the U-Net is off, or when it found none that region growing did find (a lesion found by
     one method is reported, not lost; the segmentations then disagree and the finding is
     indeterminate)."""
     if unet_mask is not None:
         found = find_lesions(unet_mask, volume, image, rg.marrow_level)
         if found:
-            return LesionSource.UNET, unet_mask, found
-    return LesionSource.REGION_GROWING, rg.mask, find_lesions(rg.mask, volume, image, rg.marrow_level)
+            return LesionSource.UNET, found
+    return LesionSource.REGION_GROWING, find_lesions(rg.mask, volume, image, rg.marrow_level)
 
 
 def analyse(volume: Volume, *, use_unet: bool = True, precision: str | Precision = Precision.AUTO,
@@ -189,7 +189,7 @@ def analyse(volume: Volume, *, use_unet: bool = True, precision: str | Precision
             unet_mask, sha = unet_segment(image, rg.body.mask, rg.marrow_level, (volume.spacing[1], volume.spacing[2]),
                                           precision)
     with _timed(timings, "lesions"):
-        source, source_mask, lesions = _lesions(volume, image, rg, unet_mask)
+        source, lesions = _lesions(volume, image, rg, unet_mask)
     if not lesions:
         raise InputRejected(Reason.NO_LESION, "no lesion of at least 20 mm3 was found in the vertebral body")
     with _timed(timings, "parameter_maps"):
@@ -200,7 +200,7 @@ def analyse(volume: Volume, *, use_unet: bool = True, precision: str | Precision
             radiomics = radiomics_score(volume, maps, lesions[0].mask)
     if use_classifier:
         with _timed(timings, "classifier"):
-            classification = classify(volume, image, maps, rg.marrow_level, lesions[0], source_mask)
+            classification = classify(volume, image, maps, rg.marrow_level, lesions[0])
     agreement = None if unet_mask is None else dice(unet_mask, rg.mask)
     verdict = None if classification is None else plausibility_verdict(
         volume, rg, lesions[0], agreement, radiomics, classification)

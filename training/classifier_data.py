@@ -66,19 +66,17 @@ class CubeSet:
               desc: str = "cubes") -> CubeSet:
         cubes, labels, dynamic, names = [], [], [], []
         for name, volume, mask, label in tqdm(items, total=total, desc=desc, unit="study"):
-            cubes.append(torch.from_numpy(volume_cube(volume, mask)).half())
+            cubes.append(torch.from_numpy(volume_cube(volume, largest_component(mask))).half())
             labels.append(label)
             dynamic.append(volume.phases > 1)
             names.append(name)
         return cls(torch.stack(cubes), torch.tensor(labels), torch.tensor(dynamic), names)
 
 
-def volume_cube(volume: Volume, mask: np.ndarray, lesion: np.ndarray | None = None) -> np.ndarray:
-    """The cube around ``lesion`` (default: the largest component of ``mask``), ``mask`` as its
-    lesion channel."""
+def volume_cube(volume: Volume, lesion: np.ndarray) -> np.ndarray:
+    """The cube around ``lesion`` (the lesion classified), as the node makes it."""
     image, marrow, maps = with_marrow_reference(volume)
-    centre = largest_component(mask) if lesion is None else lesion
-    return classifier_cube(image, maps, marrow, centre, volume.spacing, mask)
+    return classifier_cube(image, maps, marrow, lesion, volume.spacing)
 
 
 def phantom_items(seeds: Iterable[int], dynamic_fraction: float = 0.4,
@@ -157,7 +155,7 @@ def _cube_of(args: tuple[str, int, int | None, float | None, str, bool]) -> Made
     found = reference_lesions(volume, mask, masks)
     if found is None:
         return None
-    cube = volume_cube(volume, found.source, found.largest).astype(np.float16)
+    cube = volume_cube(volume, found.largest).astype(np.float16)
     rad = radiomics_probability(volume, found.largest) if with_radiomics else None
     return name, cube, label, volume.phases > 1, rad
 

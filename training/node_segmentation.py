@@ -17,24 +17,21 @@ MASKS = ("truth", "node")
 
 @dataclass(frozen=True)
 class NodeLesions:
-    largest: np.ndarray  # the largest lesion reported (what radiomics measures, the cube's centre)
-    source: np.ndarray  # the mask the lesions come from (the cube's lesion channel)
+    largest: np.ndarray  # the largest lesion reported (what radiomics measures and the classifier sees)
 
 
 def node_lesions(volume: Volume) -> NodeLesions | None:
     """The node's lesions for ``volume`` (:func:`pipeline.analysis.analyse`, fp32 U-Net in the
     located body, region growing's lesions when the U-Net finds none); None when it reports no
     lesion (it sends an abstention then, so no model after segmentation sees the series)."""
-    from pipeline.analysis import LesionSource, analyse
+    from pipeline.analysis import analyse
     from pipeline.errors import InputRejected
 
     try:
         a = analyse(volume, precision="fp32", use_radiomics=False, use_classifier=False)
     except InputRejected:
         return None
-    source = a.unet_mask if a.lesion_source is LesionSource.UNET else a.region_growing.mask
-    assert source is not None  # the U-Net's lesions come with its mask
-    return NodeLesions(largest=a.lesions[0].mask, source=source)
+    return NodeLesions(largest=a.lesions[0].mask)
 
 
 def reference_lesions(volume: Volume, truth: np.ndarray, masks: str) -> NodeLesions | None:
@@ -42,5 +39,5 @@ def reference_lesions(volume: Volume, truth: np.ndarray, masks: str) -> NodeLesi
     (``masks="truth"``: its largest component, the whole mask as the source) or the node's own
     (``"node"``, :func:`node_lesions`; None when the node reports none)."""
     if masks == "truth":
-        return NodeLesions(largest=largest_component(truth), source=truth)
+        return NodeLesions(largest=largest_component(truth))
     return node_lesions(volume)

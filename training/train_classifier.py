@@ -34,6 +34,7 @@ from tqdm import tqdm
 from models import weights
 from models.inception3d import Classifier3D, InceptionResNet3D
 from pipeline.cube import CHANNELS
+from pipeline.cube import VERSION as CUBE_VERSION
 from pipeline.volume import Volume
 from training.classifier_data import (
     CubeSet,
@@ -163,7 +164,7 @@ def _cache_tag(masks: str = "truth") -> str:
     from pipeline.localiser import DEFAULT_LOCALISER
     from pipeline.segmentation import DEFAULT_WEIGHTS
 
-    tag = f"c{len(CHANNELS)}-spine{weights.sha256_file(DEFAULT_LOCALISER)[:8]}"
+    tag = f"c{len(CHANNELS)}v{CUBE_VERSION}-spine{weights.sha256_file(DEFAULT_LOCALISER)[:8]}"
     return tag if masks == "truth" else f"{tag}-node{weights.sha256_file(DEFAULT_WEIGHTS)[:8]}"
 
 

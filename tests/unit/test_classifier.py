@@ -8,6 +8,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from scipy import ndimage
 
 from pipeline.classification import DEFAULT_WEIGHTS, Classifier
 from training.classifier_data import CubeSet, phantom_items, read_labels, site_items
@@ -26,6 +27,9 @@ def test_cubes_are_made_as_the_node_makes_them(tiny_set: CubeSet) -> None:
     assert bool((tiny_set.cubes[:, 4].float().amax(dim=(1, 2, 3)) == 1).all())  # the lesion mask
     centre = tiny_set.cubes[:, 0, :, 24:40, 24:40].float().amax(dim=(1, 2, 3))
     assert bool((centre > 1.2).all())  # the lesion (>= 1.3x marrow at peak) is in the middle
+    # the mask channel holds the lesion classified alone, also where the study has two (40004)
+    components = [ndimage.label(c[4].float().numpy() > 0.5, structure=np.ones((3, 3, 3)))[1] for c in tiny_set.cubes]
+    assert components == [1] * 6
 
 
 def test_training_and_cross_validation_run_on_tiny_inputs(tiny_set: CubeSet, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from models.inception3d import InceptionResNet3D, SqueezeExcitation, Stem
-from pipeline.cube import CHANNELS, lesion_cube
+from pipeline.cube import CHANNELS, classifier_cube, lesion_cube
 from pipeline.parameter_maps import ParameterMaps
 
 
@@ -56,3 +56,21 @@ def test_lesion_cube_is_centred_and_keeps_absent_maps_empty() -> None:
     bright = np.argwhere(cube[0, 6] > 1.5)
     assert np.allclose(bright.mean(axis=0), [31.5, 31.5], atol=0.6)
     assert 8 <= np.ptp(bright[:, 0]) + 1 <= 12  # about 10 mm at 1 mm pixels
+
+
+def test_the_mask_channel_holds_the_lesion_classified_alone() -> None:
+    """Another segmented component in the window (on a shifted look often a false one) is not
+    shown to the classifier; the cube is centred on the lesion classified."""
+    image = np.full((12, 200, 160), 200.0, dtype=np.float32)
+    lesion = np.zeros(image.shape, dtype=bool)
+    lesion[4:8, 90:110, 70:90] = True  # 10 x 10 mm at 0.5 mm pixels
+    other = np.zeros(image.shape, dtype=bool)
+    other[4:8, 90:100, 110:120] = True  # 15 mm to the right: inside the 64 mm window
+    image[lesion | other] = 400.0
+    maps = ParameterMaps(image / 200.0, None, None, "single")
+    cube = classifier_cube(image, maps, 200.0, lesion, (3.0, 0.5, 0.5))
+    assert np.argwhere(cube[0, 5] > 1.5)[:, 1].max() > 44  # the other component is in the window
+    mask = cube[-1] > 0.5
+    assert mask[:4].sum() == 0 and mask[8:].sum() == 0
+    assert np.allclose(np.argwhere(mask[5]).mean(axis=0), [31.5, 31.5], atol=0.6)
+    assert np.ptp(np.argwhere(mask[5])[:, 1]) + 1 <= 12  # 10 mm wide: the other one is not in it
