@@ -19,7 +19,7 @@ def test_a_plausible_study_gets_its_class() -> None:
 @pytest.mark.parametrize(("change", "reason"), [
     ({"inside_body": 0.49}, IndeterminateReason.LESION_OUTSIDE_VERTEBRAL_BODY),
     ({"peak_enhancement": 1.29}, IndeterminateReason.ENHANCEMENT_IMPLAUSIBLE),
-    ({"peak_enhancement": 3.61}, IndeterminateReason.ENHANCEMENT_IMPLAUSIBLE),
+    ({"peak_enhancement": 5.01}, IndeterminateReason.ENHANCEMENT_IMPLAUSIBLE),
     ({"agreement_dice": 0.39}, IndeterminateReason.SEGMENTATIONS_DISAGREE),
     ({"p_classifier": 0.69, "p_radiomics": 0.9}, IndeterminateReason.PROBABILITY_UNCERTAIN),
     ({"p_classifier": 0.31, "p_radiomics": 0.1}, IndeterminateReason.PROBABILITY_UNCERTAIN),
@@ -45,7 +45,7 @@ def test_limits_are_inclusive_where_the_specification_is() -> None:
     assert assess(**edge) == Verdict(True, ())
     assert assess(**GOOD | {"p_classifier": 0.1, "p_radiomics": 0.4}) == Verdict(False, ())
     assert assess(**GOOD | {"p_radiomics": 0.59}, limits=Limits(radiomics_margin=0.05)) == Verdict(True, ())
-    assert assess(**GOOD | {"peak_enhancement": 3.6}) == Verdict(True, ())
+    assert assess(**GOOD | {"peak_enhancement": 5.0}) == Verdict(True, ())
     assert assess(**GOOD | {"p_classifier": 0.3, "p_radiomics": 0.0}) == Verdict(False, ())
 
 
@@ -104,7 +104,7 @@ def test_limits_are_validated() -> None:
     with pytest.raises(ValueError, match="uncertain band"):
         Limits(uncertain_low=0.6)
     with pytest.raises(ValueError, match="min_peak_enhancement"):
-        Limits(min_peak_enhancement=4.0)
+        Limits(min_peak_enhancement=5.5)
     assert Limits(radiomics_margin=0.0).radiomics_margin == 0.0  # no margin: the side of 0.5 alone
     for margin in (-0.01, 0.5):
         with pytest.raises(ValueError, match="radiomics_margin"):
