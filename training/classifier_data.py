@@ -152,11 +152,11 @@ def _cube_of(args: tuple[str, int, int | None, float | None, str, bool]) -> Made
     (by the node on ``masks="node"``) serves both the cube and, when asked, the radiomics model."""
     look, seed, phases, fraction, masks, with_radiomics = args
     name, volume, mask, label = next(iter(look_items(look, [seed], phases, fraction)))
-    found = reference_lesions(volume, mask, masks)
-    if found is None:
+    lesion = reference_lesions(volume, mask, masks)
+    if lesion is None:
         return None
-    cube = volume_cube(volume, found.largest).astype(np.float16)
-    rad = radiomics_probability(volume, found.largest) if with_radiomics else None
+    cube = volume_cube(volume, lesion).astype(np.float16)
+    rad = radiomics_probability(volume, lesion) if with_radiomics else None
     return name, cube, label, volume.phases > 1, rad
 
 

@@ -139,10 +139,10 @@ def radiomics_probabilities(items: Iterable[tuple[str, Volume, np.ndarray, int]]
     for name, volume, mask, _ in items:
         if names is not None and name not in names:
             continue
-        found = reference_lesions(volume, mask, masks)
-        if found is None:
+        lesion = reference_lesions(volume, mask, masks)
+        if lesion is None:
             raise TrainingDataError(f"{name}: the node found no lesion (not one of the cubes' studies)")
-        out.append(radiomics_probability(volume, found.largest))
+        out.append(radiomics_probability(volume, lesion))
     return np.array(out)
 
 

@@ -44,8 +44,8 @@ def _row(job: tuple[str, int, int, str]) -> tuple[dict[str, float] | None, int]:
 
     look, seed, phases, masks = job
     _, volume, truth, label = next(iter(look_items(look, [seed], phases)))
-    found = reference_lesions(volume, truth, masks)
-    return (None if found is None else lesion_features(volume, found.largest)), label
+    lesion = reference_lesions(volume, truth, masks)
+    return (None if lesion is None else lesion_features(volume, lesion)), label
 
 
 def build_table(seeds: range, phases: int, cache: Path | None, randomised: range = range(0), *,
