@@ -29,16 +29,16 @@ CLIP = (-4.0, 8.0)
 
 
 def lesion_cube(image: np.ndarray, maps: ParameterMaps, marrow_level: float, centroid: tuple[float, float, float],
-                pixel_mm: tuple[float, float], lesions: np.ndarray | None = None) -> np.ndarray:
-    """(5, slices, 64, 64) float32; ``centroid`` in voxels (slice, row, col); ``lesions`` the mask
-    channel's content (slices, rows, cols) or None (channel left empty)."""
+                pixel_mm: tuple[float, float], lesion: np.ndarray | None = None) -> np.ndarray:
+    """(5, slices, 64, 64) float32; ``centroid`` in voxels (slice, row, col); ``lesion`` the mask
+    of the lesion classified, the last channel (slices, rows, cols), or None (channel left empty)."""
     nz = image.shape[0]
     offsets = np.arange(CUBE_MM, dtype=np.float32) - (CUBE_MM - 1) / 2  # mm around the centre
     rows = centroid[1] + offsets / pixel_mm[0]
     cols = centroid[2] + offsets / pixel_mm[1]
     rr, cc = np.meshgrid(rows, cols, indexing="ij")
     volumes = [image / max(marrow_level, 1e-6), maps.peak, maps.inflow, maps.outflow,
-               None if lesions is None else lesions.astype(np.float32)]
+               None if lesion is None else lesion.astype(np.float32)]
     cube = np.zeros((len(CHANNELS), nz, CUBE_MM, CUBE_MM), dtype=np.float32)
     for c, vol in enumerate(volumes):
         if vol is None:
