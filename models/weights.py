@@ -24,7 +24,12 @@ def sha256_file(path: Path) -> str:
 
 def save(model: nn.Module, path: Path, meta: dict[str, Any]) -> str:
     """Write the state dict in fp16 (floats only) plus ``.sha256`` and ``.json`` beside it."""
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    return save_state(model.state_dict(), path, meta)
+
+
+def save_state(state: dict[str, torch.Tensor], path: Path, meta: dict[str, Any]) -> str:
+    """:func:`save` for a state dict that is not (yet) in a module; returns the file's SHA-256."""
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
     buffer = io.BytesIO()
     torch.save(state, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
