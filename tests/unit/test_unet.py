@@ -233,9 +233,9 @@ def test_site_folder_of_dicom_and_seg_gives_the_same_masks(tmp_path: Path) -> No
 
 def test_the_window_around_the_body_gives_the_whole_slices_answer() -> None:
     """The node runs the U-Net only around the located body; its mask matches the whole-slice
-    run's (both kept to the body; Dice 0.97 with the shipped weights `347dfad6`, 0.96 with `31fd570e`,
-    0.99 with `1fe0931d`, 0.94 with `2a48f20d`: the window's edges change the network's context; a misplaced
-    window scores near 0), and without a body the whole slices are used."""
+    run's (both kept to the body; Dice 0.97 with the shipped weights `bf8d59d9` and with `347dfad6`,
+    0.96 with `31fd570e`, 0.99 with `1fe0931d`, 0.94 with `2a48f20d`: the window's edges change the
+    network's context; a misplaced window scores near 0), and without a body the whole slices are used."""
     from phantom import generate_study
     from pipeline.plausibility import keep_in_body
     from pipeline.region_growing import segment as region_growing
