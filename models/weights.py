@@ -40,6 +40,12 @@ def save_state(state: dict[str, torch.Tensor], path: Path, meta: dict[str, Any])
     return digest
 
 
+def saved_meta(path: Path) -> dict[str, Any]:
+    """What :func:`save` wrote in the ``.json`` beside ``path``; empty when there is none."""
+    meta_file = Path(f"{path}.json")
+    return json.loads(meta_file.read_text()) if meta_file.exists() else {}
+
+
 def load_into(model: nn.Module, path: Path) -> str:
     """Verify ``path`` against its ``.sha256`` file, load it into ``model``; returns the digest."""
     state, digest = verified_state(path)

@@ -45,8 +45,7 @@ def combine(paths: list[Path], dynamic_only: frozenset[Path] = frozenset()) -> E
 def _member_meta(path: Path) -> list[dict[str, Any]]:
     """What the ``.json`` says of each network in ``path``: an ensemble file lists its members
     (their ``dynamic_only`` flags are then set from the weights, which is what applies)."""
-    meta_file = Path(f"{path}.json")
-    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    meta = weights.saved_meta(path)
     if "members" in meta:
         return [dict(m) for m in meta["members"]]
     return [{"file": path.name, "sha256": weights.sha256_file(path), "data": meta.get("data"),

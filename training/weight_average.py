@@ -51,8 +51,7 @@ def average(states: list[dict[str, torch.Tensor]], shares: list[float]) -> dict[
 
 
 def _input_meta(path: Path, digest: str, share: float) -> dict[str, Any]:
-    meta_file = Path(f"{path}.json")
-    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    meta = weights.saved_meta(path)
     entry: dict[str, Any] = {"file": path.name, "sha256": digest, "share": share}
     entry |= {k: meta[k] for k in ("command", "data", "inputs", "note") if k in meta}
     return entry
