@@ -5,6 +5,11 @@ phantoms; on images unlike them they can outline the cord or a vessel and classi
 study-level finding is coded only when every check passes; otherwise the SR says "indeterminate"
 with the coded reasons (the SEG and the measurements are still sent):
 
+* before any check, the U-Net's mask is cleaned (:func:`drop_faint`, :func:`keep_in_body`): a
+  component drawn on a single slice with a mean probability below 0.85 is dropped (a lesion is
+  6-25 mm across and slices are 3 mm apart; such blobs were the cord, a vessel or a bright rim,
+  0.61-0.95 mean probability, where the true one-slice lesions on the validation and external
+  studies had 0.96-0.97), then the components outside the located body;
 * the reported lesion lies in the vertebral body the region growing located (lesions arise from
   the body; primaries may break the cortex, hence a margin);
 * its peak enhancement is in the range a lesion has: below 1.3 x marrow it is marrow or cord
@@ -80,6 +85,8 @@ class Limits:
     body_margin_mm: float = 5.0
     washout_threshold: float = 0.05
     min_body_score: float = 0.85
+    faint_probability: float = 0.85
+    faint_max_slices: int = 1
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.uncertain_low <= 0.5 <= self.uncertain_high <= 1.0:
@@ -129,6 +136,24 @@ def inside_fraction(lesion: np.ndarray, body: np.ndarray, pixel_mm: tuple[float,
     if not lesion.any():
         return 0.0
     return float(np.logical_and(lesion, grown_body(body, pixel_mm, margin_mm)).sum() / lesion.sum())
+
+
+def drop_faint(mask: np.ndarray, probability: np.ndarray, limits: Limits | None = None) -> np.ndarray:
+    """``mask`` (the network's ``probability`` >= 0.5) without the connected components that span
+    at most ``faint_max_slices`` slices with a mean probability below ``faint_probability``: the
+    network's doubts, not lesions. When every component is faint, ``mask`` is returned whole (the
+    checks make the finding indeterminate if it is no lesion)."""
+    lim = limits or Limits()
+    labels, n = ndimage.label(mask, structure=CONNECTIVITY)
+    if n == 0:
+        return mask
+    index = np.arange(1, n + 1)
+    mean = ndimage.mean(probability, labels, index=index)
+    # a component is connected through neighbouring slices, so its slices are those its box spans
+    slices = np.asarray([box[0].stop - box[0].start for box in ndimage.find_objects(labels)])
+    faint = (slices <= lim.faint_max_slices) & (mean < lim.faint_probability)
+    keep = np.concatenate([[False], ~faint])
+    return keep[labels] if keep.any() else mask
 
 
 def keep_in_body(mask: np.ndarray, body: np.ndarray, pixel_mm: tuple[float, float],

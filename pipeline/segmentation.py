@@ -20,7 +20,7 @@ from models.unet import AttentionResUNet
 from models.unet_io import from_network, network_window, scale_by_marrow, to_network
 from pipeline.anatomy import in_plane_box
 from pipeline.per_process import PerProcess
-from pipeline.plausibility import keep_in_body
+from pipeline.plausibility import drop_faint, keep_in_body
 from pipeline.precision import Precision, resolve
 
 DEFAULT_WEIGHTS = weights.WEIGHTS_DIR / "unet.pt"
@@ -69,12 +69,14 @@ class UNetSegmenter:
 
     def segment_in_body(self, image: np.ndarray, body: np.ndarray, marrow: float,
                         pixel_mm: tuple[float, float]) -> np.ndarray:
-        """The mask the node reports: the U-Net's lesions that lie in the located vertebral body
+        """The mask the node reports: the U-Net's lesions, faint one-slice ones dropped
+        (:func:`pipeline.plausibility.drop_faint`), that lie in the located vertebral body
         (:func:`pipeline.plausibility.keep_in_body`), the network run on the window around it;
         ``marrow``: normal marrow's level measured in that body."""
         box = body_box(body, pixel_mm, CONTEXT_MM)
         window = None if box is None else network_window(image.shape[1:], box)
-        return keep_in_body(self.probabilities(image, marrow, window) >= 0.5, body, pixel_mm)
+        probability = self.probabilities(image, marrow, window)
+        return keep_in_body(drop_faint(probability >= 0.5, probability), body, pixel_mm)
 
 
 _SEGMENTERS: PerProcess[UNetSegmenter] = PerProcess(lambda path, precision: UNetSegmenter(path, precision=precision))

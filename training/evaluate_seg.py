@@ -5,7 +5,8 @@ IoU and Dice (equations 10-12) and the 95th-percentile Hausdorff distance in mm 
 where a method found nothing has none and is left out of that mean, and counted) per study and as
 mean +- sd, writes it as CSV and Markdown, and a PNG with box plots and a few overlays (truth
 green, U-Net red, region growing blue). The U-Net is scored as the node reports it: its components
-in the located vertebral body (:func:`pipeline.plausibility.keep_in_body`).
+in the located vertebral body, faint one-slice ones dropped (:func:`pipeline.plausibility.drop_faint`,
+:func:`pipeline.plausibility.keep_in_body`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from pipeline.plausibility import IndeterminateReason, Limits, Verdict, assess, inside_fraction, keep_in_body, washout
+from pipeline.plausibility import (
+    IndeterminateReason,
+    Limits,
+    Verdict,
+    assess,
+    drop_faint,
+    inside_fraction,
+    keep_in_body,
+    washout,
+)
 
 GOOD = {"inside_body": 1.0, "peak_enhancement": 2.0, "agreement_dice": 0.8, "p_classifier": 0.9, "p_radiomics": 0.8}
 
@@ -227,3 +236,35 @@ def test_keep_in_body_keeps_a_lesion_that_fills_much_of_the_body() -> None:
     small = np.zeros_like(body)
     small[:, 10:14, 18:40] = True  # 176 voxels, 16 in the body (8 % of it), 56 within 5 mm (32 %): dropped
     assert (keep_in_body(small | cord | spot, body, (1.0, 1.0)) == spot).all()
+
+
+def test_drop_faint_drops_the_networks_one_slice_doubts() -> None:
+    """A component on one slice with a mean probability below 0.85 is dropped; one as faint over
+    several slices, or as small but confident, is kept; the limits move both lines."""
+    probability = np.zeros((4, 30, 30))
+    probability[0:3, 2:6, 2:6] = 0.6  # faint, three slices: kept
+    probability[2:4, 26:29, 26:29] = 0.6  # faint, two slices: kept
+    probability[1, 10:14, 10:14] = 0.7  # faint, one slice: dropped
+    probability[2, 20:24, 20:24] = 0.95  # confident, one slice: kept
+    probability[3, 10:14, 20:22] = 0.6
+    probability[3, 10:14, 22:24] = 0.99  # one slice, mean 0.795: dropped
+    probability[3, 20:24, 2:6] = 0.75  # one slice, mean 0.75: dropped, kept when that is the line
+    mask = probability >= 0.5
+    kept = drop_faint(mask, probability)
+    assert kept[0:3, 2:6, 2:6].all() and kept[2, 20:24, 20:24].all()
+    assert not kept[1, 10:14, 10:14].any() and not kept[3, 10:14, 20:24].any() and not kept[3, 20:24, 2:6].any()
+    assert kept[2:4, 26:29, 26:29].all() and kept.sum() == 48 + 18 + 16
+    at_the_line = drop_faint(mask, probability, Limits(faint_probability=0.75))  # exact in binary
+    assert at_the_line[3, 20:24, 2:6].all() and not at_the_line[1, 10:14, 10:14].any()
+    wider = drop_faint(mask, probability, Limits(faint_max_slices=3))
+    assert not wider[0:3, 2:6, 2:6].any() and wider[2, 20:24, 20:24].all()
+
+
+def test_drop_faint_keeps_the_mask_when_every_component_is_faint() -> None:
+    probability = np.zeros((2, 20, 20), dtype=np.float32)
+    probability[0, 2:6, 2:6] = 0.6
+    probability[1, 10:14, 10:14] = 0.7
+    mask = probability >= 0.5
+    assert (drop_faint(mask, probability) == mask).all()
+    empty = np.zeros_like(mask)
+    assert not drop_faint(empty, probability).any()
