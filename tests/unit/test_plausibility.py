@@ -268,3 +268,16 @@ def test_drop_faint_keeps_the_mask_when_every_component_is_faint() -> None:
     assert (drop_faint(mask, probability) == mask).all()
     empty = np.zeros_like(mask)
     assert not drop_faint(empty, probability).any()
+
+
+def test_keep_in_body_measures_the_share_against_the_whole_body() -> None:
+    """A lesion's share of the body is counted against all of the body's voxels, not those near
+    the mask (the components are labelled in the mask's bounding box, a speed-up only)."""
+    body = np.zeros((2, 60, 60), dtype=bool)
+    body[:, 10:20, 10:20] = True  # 200 voxels
+    lesion = np.zeros_like(body)
+    lesion[:, 10:13, 15:45] = True  # 180 voxels: 30 in the body (15 % of it), 60 within 5 mm (33 %)
+    spot = np.zeros_like(body)
+    spot[:, 11:13, 11:13] = True  # wholly inside
+    assert (keep_in_body(lesion | spot, body, (1.0, 1.0)) == spot).all()
+    assert (keep_in_body(lesion | spot, body, (1.0, 1.0), Limits(min_body_share=0.15)) == (lesion | spot)).all()
