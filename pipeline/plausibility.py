@@ -7,9 +7,9 @@ with the coded reasons (the SEG and the measurements are still sent):
 
 * before any check, the U-Net's mask is cleaned (:func:`drop_faint`, :func:`keep_in_body`): a
   component drawn on a single slice with a mean probability below 0.85 is dropped (a lesion is
-  6-25 mm across and slices are 3 mm apart; such blobs were the cord, a vessel or a bright rim,
-  0.61-0.95 mean probability, where the true one-slice lesions on the validation and external
-  studies had 0.96-0.97), then the components outside the located body;
+  6-25 mm across and slices are 3 mm apart; on the validation and external studies the components
+  that were no lesion at all mostly lay on one slice with a mean probability of 0.61-0.95, the true
+  one-slice lesions had 0.96-0.97), then the components outside the located body;
 * the reported lesion lies in the vertebral body the region growing located (lesions arise from
   the body; primaries may break the cortex, hence a margin);
 * its peak enhancement is in the range a lesion has: below 1.3 x marrow it is marrow or cord
