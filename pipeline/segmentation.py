@@ -3,7 +3,7 @@
 The fast path is the default: channels-last tensors and bf16 autocast on the CPU (measured in
 ``bench/unet.py``); ``precision="fp32"`` switches back to plain fp32 (:class:`pipeline.precision.Precision`).
 The node reports only the lesions that lie in the located vertebral body, so the network runs on
-the window of its grid around that body plus :data:`CONTEXT_MM` (:meth:`UNetSegmenter.segment_in_body`),
+the window of its grid around that body plus :data:`CONTEXT_MM` (:meth:`UNetSegmenter.probabilities_in_body`),
 a fifth to a third of the 512x512 grid; the whole slices when no body was found.
 """
 
@@ -67,15 +67,20 @@ class UNetSegmenter:
     def segment(self, image: np.ndarray, marrow: float) -> np.ndarray:
         return self.probabilities(image, marrow) >= 0.5
 
+    def probabilities_in_body(self, image: np.ndarray, body: np.ndarray, marrow: float,
+                              pixel_mm: tuple[float, float]) -> np.ndarray:
+        """:meth:`probabilities` with the network run on the window of its grid around the located
+        vertebral body plus :data:`CONTEXT_MM` (the whole slices when ``body`` is empty)."""
+        box = body_box(body, pixel_mm, CONTEXT_MM)
+        return self.probabilities(image, marrow, None if box is None else network_window(image.shape[1:], box))
+
     def segment_in_body(self, image: np.ndarray, body: np.ndarray, marrow: float,
                         pixel_mm: tuple[float, float]) -> np.ndarray:
-        """The mask the node reports: the U-Net's lesions, faint one-slice ones dropped
-        (:func:`pipeline.plausibility.drop_faint`), that lie in the located vertebral body
-        (:func:`pipeline.plausibility.keep_in_body`), the network run on the window around it;
-        ``marrow``: normal marrow's level measured in that body."""
-        box = body_box(body, pixel_mm, CONTEXT_MM)
-        window = None if box is None else network_window(image.shape[1:], box)
-        probability = self.probabilities(image, marrow, window)
+        """The mask the node reports: the U-Net's lesions (:meth:`probabilities_in_body`), faint
+        one-slice ones dropped (:func:`pipeline.plausibility.drop_faint`), that lie in the located
+        vertebral body (:func:`pipeline.plausibility.keep_in_body`); ``marrow``: normal marrow's
+        level measured in that body."""
+        probability = self.probabilities_in_body(image, body, marrow, pixel_mm)
         return keep_in_body(drop_faint(probability >= 0.5, probability), body, pixel_mm)
 
 

@@ -267,15 +267,15 @@ def test_the_node_drops_the_networks_faint_one_slice_blobs() -> None:
     from pipeline.metrics import dice
     from pipeline.plausibility import keep_in_body
     from pipeline.region_growing import segment as region_growing
-    from pipeline.segmentation import CONTEXT_MM, UNetSegmenter, body_box
+    from pipeline.segmentation import UNetSegmenter
 
     study = generate_study(900017, phases=1)
     image = segmentation_input(study.pixels).astype(np.float32)
     px = (study.params.pixel_spacing_mm,) * 2
     rg = region_growing(image, px)
     segmenter = UNetSegmenter(precision="fp32")
-    window = network_window(image.shape[1:], body_box(rg.body.mask, px, CONTEXT_MM))
-    every = keep_in_body(segmenter.probabilities(image, rg.marrow_level, window) >= 0.5, rg.body.mask, px)
+    every = keep_in_body(segmenter.probabilities_in_body(image, rg.body.mask, rg.marrow_level, px) >= 0.5,
+                         rg.body.mask, px)
     node = segmenter.segment_in_body(image, rg.body.mask, rg.marrow_level, px)
     dropped = every & ~node
     assert not (node & ~every).any() and dropped.sum() >= 20
