@@ -39,6 +39,9 @@ from phantom.anatomy3d import (
     sample_shape,
 )
 
+# raised when the same seed makes a different study: caches of studies are named by it
+# (2: at least one lesion centred in a vertebral body, 2026-12-02)
+LOOK_VERSION = 2
 MATRICES = ((256, 256), (320, 320), (384, 384), (512, 512), (256, 192))
 SLICES = 12
 SLICE_MM = 3.0
@@ -70,12 +73,18 @@ class RandomisedStudy:
 
 def _lesion_centres(labels: np.ndarray, body: np.ndarray, c: Any, rng: np.random.Generator,  # noqa: ANN401
                     n: int) -> list[np.ndarray]:
-    """Lesion centres in marrow: of a vertebral body mostly, now and then of the posterior elements."""
+    """Lesion centres in marrow: of a vertebral body mostly, now and then of the posterior elements,
+    but always at least one in a vertebral body (PHANTOM.md: "every study has at least one lesion
+    inside or arising from the vertebral body"). The first is drawn again from the bodies only
+    when none lies in one, so a study that had one there draws the same numbers as before."""
     marrow = labels == Label.MARROW
-    idx = np.argwhere(marrow & body) if rng.random() < 0.9 else np.argwhere(marrow)
+    in_body = np.argwhere(marrow & body)
+    idx = in_body if rng.random() < 0.9 else np.argwhere(marrow)
     if len(idx) == 0:
         idx = np.argwhere(body) if body.any() else np.argwhere(marrow | (labels == Label.CORTEX))
     picks = idx[rng.integers(len(idx), size=n)]
+    if len(in_body) and not body[tuple(picks.T)].any():
+        picks[0] = in_body[rng.integers(len(in_body))]
     return [np.array([c.x[tuple(p)], c.y[tuple(p)], c.z[tuple(p)]]) for p in picks]
 
 
@@ -111,7 +120,11 @@ def draw_lesions(m: LabelMap, body: np.ndarray, bone: np.ndarray, rng: np.random
     return pattern
 
 
-def _means(rng: np.random.Generator, metastasis: bool) -> np.ndarray:
+def _means(rng: np.random.Generator, metastasis: bool) -> tuple[np.ndarray, bool]:
+    """Each tissue's mean signal, and whether they are wild: in half the studies every tissue but
+    marrow and air anywhere in 5-1100 (marrow 80-500), far outside PHANTOM.md's table (a bright
+    cortex, a dark aorta: for training, SynthSeg-style); in the others the table's range widened
+    x0.5-1.6. The lesion is always its class's multiple of marrow."""
     means = np.zeros(N_LABELS, dtype=np.float32)
     wild = rng.random() < 0.5
     for label in Label:
@@ -124,7 +137,7 @@ def _means(rng: np.random.Generator, metastasis: bool) -> np.ndarray:
         means[Label.MARROW] = rng.uniform(80, 500)
     ratio = rng.uniform(1.7, 3.0) if metastasis else rng.uniform(1.3, 2.4)
     means[Label.LESION] = means[Label.MARROW] * ratio
-    return means
+    return means, wild
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -190,7 +203,7 @@ def render(labels: np.ndarray, pattern: np.ndarray, rng: np.random.Generator, me
     """Label map -> stored uint16 (phases, slices, rows, cols) image with random contrast, texture,
     blur, bias, noise and gain. A dynamic study (``phases`` > 1) draws its curves and the noise of
     phases 2.. from ``dynamics``, so that a single-phase study is the same whatever that is."""
-    means = _means(rng, metastasis)
+    means, wild = _means(rng, metastasis)
     if phases > 1 and dynamics is None:
         raise ValueError("a dynamic study needs its own random generator")
     curves = means[None] if phases == 1 else kinetics(dynamics, means, metastasis, phases)  # type: ignore[arg-type]
@@ -218,7 +231,7 @@ def render(labels: np.ndarray, pattern: np.ndarray, rng: np.random.Generator, me
     gain = rng.uniform(500, 4000) / max(float(np.percentile(stack, 99.9)), 1e-6)
     stored = np.clip(np.round(stack * gain), 0, 65535).astype(np.uint16)
     return stored, {"snr": round(snr, 1), "blur_px": round(blur, 2), "resolution_factor": round(factor, 2),
-                    "phases": phases}
+                    "phases": phases, "contrast": "wild" if wild else "table"}
 
 
 def generate_randomised(seed: int, *, matrix: tuple[int, int] | None = None,

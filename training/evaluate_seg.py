@@ -44,7 +44,8 @@ def held_out_study(look: str, seed: int, phases: int) -> tuple[np.ndarray, np.nd
         r = generate_randomised(seed, phases=phases)
         rows, cols = r.meta["matrix"]
         return (segmentation_input(r.pixels).astype(np.float32), r.mask, float(r.meta["pixel_mm"]),
-                {"label": "metastasis" if r.label else "primary", "matrix": f"{rows}x{cols}"})
+                {"label": "metastasis" if r.label else "primary", "matrix": f"{rows}x{cols}",
+                 "contrast": r.meta["contrast"]})
     raise TrainingError(f"unknown phantom look {look!r}: use classic or randomised")
 
 
@@ -78,6 +79,19 @@ def _summary(rows: list[dict]) -> dict:
     return summary
 
 
+def _table_rows(summary: dict, which: str = "") -> list[str]:
+    """The Markdown table's rows of both methods from a :func:`_summary`."""
+    lines = []
+    for m, name in (("unet", "Improved U-Net"), ("region_growing", "Region growing")):
+        cells = [f"{100 * summary[f'{m}_{k}']['mean']:.2f} +- {100 * summary[f'{m}_{k}']['sd']:.2f}"
+                 for k in ("pa", "iou", "dice")]
+        hd = summary[f"{m}_hd95_mm"]
+        cells.append(f"{hd['mean']:.1f} +- {hd['sd']:.1f}" + (f" ({hd['studies_without']} empty)"
+                                                               if hd["studies_without"] else ""))
+        lines.append(f"| {name}{which} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def evaluate(studies: int, out: Path, *, seed: int = HELD_OUT_SEED, phases: int = 1,
              precision: str = "auto", look: str = "classic", weights: Path | None = None) -> dict:
     """Scores on held-out studies of ``look`` (the shipped U-Net, or ``weights``)."""
@@ -104,13 +118,12 @@ def evaluate(studies: int, out: Path, *, seed: int = HELD_OUT_SEED, phases: int 
         writer.writeheader()
         writer.writerows(rows)
     table = ["| model | PA (%) | IoU (%) | Dice (%) | HD95 (mm) |", "| --- | --- | --- | --- | --- |"]
-    for m, name in (("unet", "Improved U-Net"), ("region_growing", "Region growing")):
-        cells = [f"{100 * summary[f'{m}_{k}']['mean']:.2f} +- {100 * summary[f'{m}_{k}']['sd']:.2f}"
-                 for k in ("pa", "iou", "dice")]
-        hd = summary[f"{m}_hd95_mm"]
-        cells.append(f"{hd['mean']:.1f} +- {hd['sd']:.1f}" + (f" ({hd['studies_without']} empty)"
-                                                               if hd["studies_without"] else ""))
-        table.append(f"| {name} | " + " | ".join(cells) + " |")
+    table += _table_rows(summary)
+    # the randomised look: its studies within PHANTOM.md's tissue table apart from the wild ones
+    for contrast in sorted({r["contrast"] for r in rows if "contrast" in r}):
+        part = [r for r in rows if r.get("contrast") == contrast]
+        summary[f"contrast_{contrast}"] = {"studies": len(part)} | _summary(part)
+        table += _table_rows(summary[f"contrast_{contrast}"], f", {contrast} contrast (n = {len(part)})")
     text = "\n".join(table)
     (out / "segmentation_table.md").write_text(
         f"Held-out {look} phantoms: seeds {seed}-{seed + studies - 1}, phases {phases}\n\n{text}\n")

@@ -168,10 +168,18 @@ def _cache_tag(masks: str = "truth") -> str:
     return tag if masks == "truth" else f"{tag}-node{weights.sha256_file(DEFAULT_WEIGHTS)[:8]}"
 
 
+def _look_tag(look: str) -> str:
+    """The look as cache files name it: the randomised look with its version, so that studies made
+    before a change to its generator are not read back as those of the same seeds now."""
+    from phantom.randomised import LOOK_VERSION
+
+    return f"{look}v{LOOK_VERSION}" if look == "randomised" else look
+
+
 def _cubes_file(work: Path, look: str, seeds: range, phases: int | None, dynamic_fraction: float | None,
                 masks: str) -> Path:
     """Where the cubes of these studies are cached in ``work``."""
-    return work / f"{look}-{seeds.start}-{len(seeds)}-p{phases}-d{dynamic_fraction}-{_cache_tag(masks)}.npz"
+    return work / f"{_look_tag(look)}-{seeds.start}-{len(seeds)}-p{phases}-d{dynamic_fraction}-{_cache_tag(masks)}.npz"
 
 
 def cached_cubes(work: Path, look: str, seeds: range, *, phases: int | None = None,
@@ -196,7 +204,8 @@ def cached_held_out(work: Path, look: str, seeds: range, phases: int | None, mas
 
     sigs = "".join(weights.sha256_file(SIGNATURES / f"radiomics_{m}.json")[:6] for m in ("single", "dynamic"))
     cubes_file = _cubes_file(work, look, seeds, phases, 1.0, masks)
-    rad_file = work / f"radiomics-{look}-{seeds.start}-{len(seeds)}-p{phases}-{_cache_tag(masks)}-r{sigs}.npy"
+    rad_file = work / (f"radiomics-{_look_tag(look)}-{seeds.start}-{len(seeds)}-p{phases}-{_cache_tag(masks)}"
+                       f"-r{sigs}.npy")
     if cubes_file.exists() and rad_file.exists():
         return CubeSet.load(cubes_file), np.load(rad_file)
     if cubes_file.exists():  # a new signature: only the radiomics model is scored again

@@ -196,7 +196,7 @@ def test_held_out_scores_the_randomised_looks_dynamic_studies(tiny_set: CubeSet,
     assert set(result) == {"randomised_dynamic"}
     scored = result["randomised_dynamic"]
     assert scored["studies"] == 3 and scored["look"] == "randomised" and scored["seeds"] == "905000-905002"
-    cached = CubeSet.load(next(tmp_path.glob("randomised-905000-3-*.npz")))
+    cached = CubeSet.load(next(tmp_path.glob("randomisedv2-905000-3-*.npz")))
     assert bool(cached.dynamic.all()) and 0 < int(cached.labels.sum()) < 3
     assert set(scored["radiomics"]) == {"acc", "pre", "rec", "f1", "auc"}
 

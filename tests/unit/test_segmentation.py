@@ -84,8 +84,13 @@ def test_evaluate_seg_writes_every_metric(tmp_path) -> None:  # noqa: ANN001
         assert 0.0 <= row[f"{method}_dice"] <= 1.0 and f"{method}_hd95_mm" in row
     summary = json.loads((tmp_path / "segmentation_summary.json").read_text())
     assert summary["unet_dice"]["mean"] == pytest.approx(row["unet_dice"])
-    assert "HD95 (mm)" in (tmp_path / "segmentation_table.md").read_text()
+    table = (tmp_path / "segmentation_table.md").read_text()
+    assert "HD95 (mm)" in table
     assert (tmp_path / "segmentation.png").stat().st_size > 10_000
+    # the randomised look's studies are also scored by contrast: seed 900000's tissues are wild
+    assert row["contrast"] == "wild" and summary["contrast_wild"]["studies"] == 1
+    assert summary["contrast_wild"]["unet_dice"]["mean"] == pytest.approx(row["unet_dice"])
+    assert "| Improved U-Net, wild contrast (n = 1) |" in table and "table contrast" not in table
 
 
 def test_region_growing_goes_past_brighter_seeds_outside_the_body() -> None:
