@@ -7,7 +7,7 @@
 Each study is analysed in this process (`pipeline.analyse`, fp32 U-Net); printed per study: the
 truth, the finding the SR would code (metastasis, primary or indeterminate) with its reasons,
 P(metastasis) of both models, the largest lesion's peak enhancement and the U-Net / region growing
-agreement (what two of the checks look at); then coverage (share with a coded diagnosis) and the
+agreement (Dice, and the overlap coefficient the check looks at); then coverage (share with a coded diagnosis) and the
 counts of right and wrong coded diagnoses. DESIGN.md asks for at least 70 % coverage on
 in-distribution data. Classic studies are written as DICOM and read back as the node reads them;
 randomised ones (``phantom.randomised``, no DICOM writer) become a :class:`pipeline.volume.Volume`
@@ -79,7 +79,9 @@ def main() -> int:
                 rad = a.radiomics["probability_metastasis"] if a.radiomics else None
                 row |= verdict | {"p_metastasis": None if p is None else round(p, 3), "p_radiomics": rad,
                                   "peak_enhancement": round(a.lesions[0].peak_enhancement, 2),
-                                  "agreement_dice": None if a.agreement_dice is None else round(a.agreement_dice, 3)}
+                                  "agreement_dice": None if a.agreement_dice is None else round(a.agreement_dice, 3),
+                                  "agreement_overlap": None if a.agreement_overlap is None
+                                  else round(a.agreement_overlap, 3)}
             row["wrong"] = row["finding"] in ("metastasis", "primary") and row["finding"] != row["truth"]
             results.append(row)
             print(json.dumps(row), flush=True)

@@ -201,8 +201,8 @@ def _analysis_lines(result: dict) -> list[str]:
     if rad:
         lines.append(f"Radiomics ({rad['mode']}-phase signature): Rad-score {rad['rad_score']:.2f}, "
                      f"P(metastasis) {rad['probability_metastasis']:.2f}")
-    lines.append(f"Segmentation: {result.get('lesion_source')}; agreement with region growing "
-                 f"(Dice) {result.get('agreement_dice')}")
+    lines.append(f"Segmentation: {result.get('lesion_source')}; agreement with region growing: "
+                 f"Dice {result.get('agreement_dice')}, overlap {result.get('agreement_overlap')}")
     for les in result.get("lesions", []):
         lines.append(f"- lesion {les['index']}: {les['volume_mm3'] / 1000:.2f} mL, "
                      f"maximum diameter {les['max_diameter_mm']:.1f} mm, "

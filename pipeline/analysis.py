@@ -27,7 +27,7 @@ from pipeline.classification import Classification
 from pipeline.cube import CHANNELS, classifier_cube
 from pipeline.errors import InputRejected
 from pipeline.lesions import Lesion, find_lesions
-from pipeline.metrics import dice
+from pipeline.metrics import dice, overlap_coefficient
 from pipeline.parameter_maps import ParameterMaps
 from pipeline.parameter_maps import compute as compute_maps
 from pipeline.plausibility import Limits, Verdict, assess, inside_fraction, washout
@@ -55,6 +55,7 @@ class Analysis:
     lesions: list[Lesion]
     lesion_source: LesionSource
     agreement_dice: float | None
+    agreement_overlap: float | None = None  # what the plausibility check looks at (overlap coefficient)
     radiomics: dict[str, Any] | None = None  # mode, rad_score, probability, features used
     classification: Classification | None = None
     verdict: Verdict | None = None  # the plausibility checks' answer (None: no classifier ran)
@@ -70,6 +71,7 @@ class Analysis:
             "lesion_source": str(self.lesion_source),
             "unet_sha256": self.unet_sha256,
             "agreement_dice": None if self.agreement_dice is None else round(self.agreement_dice, 4),
+            "agreement_overlap": None if self.agreement_overlap is None else round(self.agreement_overlap, 4),
             "lesions": [{"index": les.index, "volume_mm3": round(les.volume_mm3, 1),
                          "max_diameter_mm": round(les.max_diameter_mm, 1),
                          "mean_enhancement": round(les.mean_enhancement, 3),
@@ -143,12 +145,12 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     timings[stage] = time.perf_counter() - start
 
 
-def plausibility_verdict(volume: Volume, rg: RegionGrowingResult, lesion: Lesion, agreement: float | None,
+def plausibility_verdict(volume: Volume, rg: RegionGrowingResult, lesion: Lesion, overlap: float | None,
                          radiomics: dict[str, Any] | None, classification: Classification) -> Verdict:
     """Whether the largest lesion and the two models support a coded diagnosis."""
     limits = Limits()
     inside = inside_fraction(lesion.mask, rg.body.mask, (volume.spacing[1], volume.spacing[2]), limits.body_margin_mm)
-    return assess(inside_body=inside, peak_enhancement=lesion.peak_enhancement, agreement_dice=agreement,
+    return assess(inside_body=inside, peak_enhancement=lesion.peak_enhancement, agreement_overlap=overlap,
                   p_classifier=classification.probability_metastasis,
                   p_radiomics=None if radiomics is None else float(radiomics["probability_metastasis"]),
                   washout_fraction=washout(volume.pixels, lesion.mask),
@@ -202,11 +204,12 @@ def analyse(volume: Volume, *, use_unet: bool = True, precision: str | Precision
         with _timed(timings, "classifier"):
             classification = classify(volume, image, maps, rg.marrow_level, lesions[0])
     agreement = None if unet_mask is None else dice(unet_mask, rg.mask)
+    overlap = None if unet_mask is None else overlap_coefficient(unet_mask, rg.mask)
     verdict = None if classification is None else plausibility_verdict(
-        volume, rg, lesions[0], agreement, radiomics, classification)
+        volume, rg, lesions[0], overlap, radiomics, classification)
     return Analysis(
         volume=volume, image=image, region_growing=rg, unet_mask=unet_mask, unet_sha256=sha,
         lesions=lesions, lesion_source=source,
-        agreement_dice=agreement, timings=timings, verdict=verdict,
+        agreement_dice=agreement, agreement_overlap=overlap, timings=timings, verdict=verdict,
         radiomics=radiomics, classification=classification, maps_note=maps.note,
     )

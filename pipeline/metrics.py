@@ -28,3 +28,12 @@ def segmentation_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return segmentation_scores(pred, truth)["dice"]
+
+
+def overlap_coefficient(a: np.ndarray, b: np.ndarray) -> float:
+    """|A and B| / min(|A|, |B|) (Szymkiewicz-Simpson): the share of the smaller mask that lies in
+    the other, 1 when one holds the other whatever their sizes; 0 when either is empty. Where two
+    segmentations are, not how alike their outlines are (Dice)."""
+    a, b = a.astype(bool), b.astype(bool)
+    smaller = min(int(np.count_nonzero(a)), int(np.count_nonzero(b)))
+    return int(np.count_nonzero(a & b)) / smaller if smaller else 0.0

@@ -64,7 +64,8 @@ def build_results(analysis: Analysis) -> list[Dataset]:
     seg = build_seg(source, unet_mask=analysis.unet_mask, rg_mask=analysis.region_growing.mask, identity=identity)
     lesion_segment = segment_numbers(unet_ran=analysis.unet_mask is not None)[analysis.lesion_source]
     sr = build_measurement_sr(source, seg, analysis.lesions, lesion_segment=lesion_segment,
-                              agreement_dice=analysis.agreement_dice, identity=identity,
+                              agreement_dice=analysis.agreement_dice,
+                              agreement_overlap=analysis.agreement_overlap, identity=identity,
                               radiomics=analysis.radiomics, classification=cls,
                               verdict=analysis.verdict)
     k = analysis.lesions[0].largest_slice

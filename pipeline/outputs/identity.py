@@ -34,7 +34,9 @@ MODEL_NAME = "spinenode"
 #    Parameters (the version held them all and was cut at 64 characters).
 # 7: region growing (code only, so versioned here) seeds 3 mm inside the body and takes its threshold
 #    from the grown lesion's level: its SEG segment, and the SR where its lesion is reported, change.
-OUTPUT_REVISION = 7
+# 8: the SR reports the overlap coefficient of U-Net and region growing (OVERLAP_UNET_RG), which
+#    the segmentation-agreement check now uses instead of the Dice, so findings may change.
+OUTPUT_REVISION = 8
 NOT_FOR_DIAGNOSIS = "NOT FOR DIAGNOSIS - research use only, models trained on synthetic phantoms"
 
 

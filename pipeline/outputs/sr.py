@@ -16,7 +16,8 @@ The study-level group (TID 1501) carries the 3D classifier's finding on the lesi
 (the largest) under that lesion's tracking identifier: "Finding" (DCM 121071) = SCT bony
 metastasis or primary malignant neoplasm of bone, at the spine, with its probability of
 metastasis, the Rad-score and the radiomics model's probability, the Dice agreement of U-Net and
-region growing, and the intended use. When the plausibility checks (``pipeline.plausibility``)
+region growing and their overlap coefficient (what the plausibility check on their agreement looks
+at), and the intended use. When the plausibility checks (``pipeline.plausibility``)
 do not support a diagnosis, the finding is SCT 82334004 "Indeterminate" and each reason is a
 coded qualitative evaluation (99SPINENODE INDET_REASON); the probabilities are still reported.
 VerificationFlag UNVERIFIED (nobody verified it), completion PARTIAL."""
@@ -43,6 +44,7 @@ SCHEME = "99SPINENODE"  # private coding scheme (99 prefix) for concepts without
 MEAN_ENHANCEMENT = Code("ENH_MEAN", SCHEME, "Mean enhancement ratio to normal marrow")
 PEAK_ENHANCEMENT = Code("ENH_PEAK", SCHEME, "Peak enhancement ratio to normal marrow")
 DICE_AGREEMENT = Code("DICE_UNET_RG", SCHEME, "Dice agreement of U-Net and region growing")
+OVERLAP_AGREEMENT = Code("OVERLAP_UNET_RG", SCHEME, "Overlap coefficient of U-Net and region growing")
 RAD_SCORE = Code("RAD_SCORE", SCHEME, "Radiomics score (Rad-score)")
 RADIOMICS_PROBABILITY = Code("RAD_PROB_MET", SCHEME, "Radiomics model probability of spinal metastasis")
 CLASSIFIER_PROBABILITY = Code("CLS_PROB_MET", SCHEME, "3D classifier probability of spinal metastasis")
@@ -160,7 +162,8 @@ def planar_groups(lesion: Lesion, source: Sequence[Dataset], identity: ResultIde
 
 def build_measurement_sr(source: Sequence[Dataset], seg: Dataset, lesions: Sequence[Lesion], *,
                          lesion_segment: int, agreement_dice: float | None,
-                         identity: ResultIdentity, radiomics: dict | None = None,
+                         agreement_overlap: float | None = None, identity: ResultIdentity,
+                         radiomics: dict | None = None,
                          classification: Classification | None = None,
                          verdict: Verdict | None = None) -> hd.sr.Comprehensive3DSR:
     """``verdict``: the plausibility checks' answer; without one the classifier's class is coded."""
@@ -185,6 +188,9 @@ def build_measurement_sr(source: Sequence[Dataset], seg: Dataset, lesions: Seque
                                          unit=codes.UCUM.NoUnits))
     if agreement_dice is not None:
         quality.append(hd.sr.Measurement(name=DICE_AGREEMENT, value=round(agreement_dice, 4),
+                                         unit=codes.UCUM.NoUnits))
+    if agreement_overlap is not None:
+        quality.append(hd.sr.Measurement(name=OVERLAP_AGREEMENT, value=round(agreement_overlap, 4),
                                          unit=codes.UCUM.NoUnits))
     if radiomics is not None:
         quality.append(hd.sr.Measurement(name=RAD_SCORE, value=float(radiomics["rad_score"]),

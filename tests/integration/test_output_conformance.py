@@ -242,6 +242,7 @@ def test_every_number_in_the_report_is_the_analysis_number(analysed, tmp_path) -
             expected |= {"3D classifier probability of spinal metastasis":
                          round(analysis.classification.probability_metastasis, 4),
                          "Dice agreement of U-Net and region growing": round(analysis.agreement_dice, 4),
+                         "Overlap coefficient of U-Net and region growing": round(analysis.agreement_overlap, 4),
                          "Radiomics score (Rad-score)": analysis.radiomics["rad_score"],
                          "Radiomics model probability of spinal metastasis":
                          analysis.radiomics["probability_metastasis"]}
@@ -292,7 +293,7 @@ def test_a_lesion_only_region_growing_found_is_reported_as_indeterminate(phantom
     analysis = analyse(load_series(sorted((phantom_dir / "study_101" / "series").glob("*.dcm"))))
     assert analysis.lesion_source == "region_growing" and analysis.lesions
     assert marrows == [analysis.region_growing.marrow_level]  # the U-Net's input scale: marrow in the body
-    assert analysis.agreement_dice == 0.0
+    assert analysis.agreement_dice == 0.0 and analysis.agreement_overlap == 0.0
     assert analysis.verdict is not None and analysis.verdict.indeterminate
     assert IndeterminateReason.SEGMENTATIONS_DISAGREE in analysis.verdict.reasons
     seg, sr_ds, key = build_results(analysis)
@@ -303,3 +304,4 @@ def test_a_lesion_only_region_growing_found_is_reported_as_indeterminate(phantom
     assert all(list(g.referenced_segment.referenced_segment_numbers) == [2] for g in groups)
     written(seg, tmp_path)
     assert "indeterminate" in str(key.ImageComments)
+

@@ -211,6 +211,42 @@ def test_an_implausible_study_is_reported_indeterminate_with_its_reasons(phantom
     assert sr_ds.SOPInstanceUID == plain[1].SOPInstanceUID  # same input and models: same UIDs
 
 
+def test_region_growing_outlining_the_same_lesion_too_large_is_no_disagreement(phantom_dir: Path, tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agreement check asks where the lesion is, not how alike the outlines are: region growing
+    that leaked round the U-Net's lesion (a bright cortex joined it, as on the shifted look) has a
+    Dice below 0.4 with it but holds it whole, so the finding is not made indeterminate for that,
+    and the SR reports both measures."""
+    from dataclasses import replace
+
+    from scipy import ndimage
+
+    import pipeline.analysis
+    from pipeline.plausibility import IndeterminateReason
+
+    real = pipeline.analysis.region_growing
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[1] = True
+
+    def leaked(image, pixel_mm):  # noqa: ANN001, ANN202 - region growing's signature
+        grown = real(image, pixel_mm)
+        return replace(grown, mask=ndimage.binary_dilation(grown.mask, structure=in_plane, iterations=12))
+
+    monkeypatch.setattr(pipeline.analysis, "region_growing", leaked)
+    analysis = analyse(load_series(sorted((phantom_dir / "study_101" / "series").glob("*.dcm"))))
+    assert analysis.lesion_source == "unet" and analysis.verdict is not None
+    assert analysis.agreement_dice is not None and analysis.agreement_dice < 0.4
+    assert analysis.agreement_overlap is not None and analysis.agreement_overlap >= 0.5
+    assert IndeterminateReason.SEGMENTATIONS_DISAGREE not in analysis.verdict.reasons
+    assert analysis.summary()["agreement_overlap"] == round(analysis.agreement_overlap, 4)
+    _, sr_ds, _ = build_results(analysis)
+    assert dataset_errors(sr_ds, tmp_path) == []
+    (study_level,) = study_level_groups(hd.sr.srread(tmp_path / f"{sr_ds.SOPInstanceUID}.dcm"))
+    values = {m.name.value: float(m.value) for m in study_level.get_measurements()}
+    assert values["DICE_UNET_RG"] == round(analysis.agreement_dice, 4)
+    assert values["OVERLAP_UNET_RG"] == round(analysis.agreement_overlap, 4)
+
+
 def test_uids_are_deterministic_and_change_with_the_model(phantom_dir: Path) -> None:
     from pipeline.outputs.identity import ResultIdentity
 

@@ -17,7 +17,7 @@ from pipeline.plausibility import (
     washout,
 )
 
-GOOD = {"inside_body": 1.0, "peak_enhancement": 2.0, "agreement_dice": 0.8, "p_classifier": 0.9, "p_radiomics": 0.8}
+GOOD = {"inside_body": 1.0, "peak_enhancement": 2.0, "agreement_overlap": 0.8, "p_classifier": 0.9, "p_radiomics": 0.8}
 
 
 def test_a_plausible_study_gets_its_class() -> None:
@@ -29,7 +29,7 @@ def test_a_plausible_study_gets_its_class() -> None:
     ({"inside_body": 0.49}, IndeterminateReason.LESION_OUTSIDE_VERTEBRAL_BODY),
     ({"peak_enhancement": 1.29}, IndeterminateReason.ENHANCEMENT_IMPLAUSIBLE),
     ({"peak_enhancement": 5.01}, IndeterminateReason.ENHANCEMENT_IMPLAUSIBLE),
-    ({"agreement_dice": 0.39}, IndeterminateReason.SEGMENTATIONS_DISAGREE),
+    ({"agreement_overlap": 0.49}, IndeterminateReason.SEGMENTATIONS_DISAGREE),
     ({"p_classifier": 0.69, "p_radiomics": 0.9}, IndeterminateReason.PROBABILITY_UNCERTAIN),
     ({"p_classifier": 0.31, "p_radiomics": 0.1}, IndeterminateReason.PROBABILITY_UNCERTAIN),
     ({"p_radiomics": 0.49}, IndeterminateReason.MODELS_DISAGREE),
@@ -49,7 +49,7 @@ def test_each_failed_check_makes_it_indeterminate(change: dict, reason: Indeterm
 
 
 def test_limits_are_inclusive_where_the_specification_is() -> None:
-    edge = GOOD | {"inside_body": 0.5, "peak_enhancement": 1.3, "agreement_dice": 0.4,
+    edge = GOOD | {"inside_body": 0.5, "peak_enhancement": 1.3, "agreement_overlap": 0.5,
                    "p_classifier": 0.7, "p_radiomics": 0.6, "body_score": 0.85}
     assert assess(**edge) == Verdict(True, ())
     assert assess(**GOOD | {"p_classifier": 0.1, "p_radiomics": 0.4}) == Verdict(False, ())
@@ -59,7 +59,7 @@ def test_limits_are_inclusive_where_the_specification_is() -> None:
 
 
 def test_no_agreement_or_radiomics_is_not_held_against_the_study() -> None:
-    assert assess(**GOOD | {"agreement_dice": None, "p_radiomics": None}) == Verdict(True, ())
+    assert assess(**GOOD | {"agreement_overlap": None, "p_radiomics": None}) == Verdict(True, ())
     assert assess(**GOOD | {"washout_fraction": None}) == Verdict(True, ())
 
 
@@ -104,7 +104,7 @@ def test_keep_in_body_drops_what_lies_outside() -> None:
 
 
 def test_several_reasons_are_all_reported() -> None:
-    verdict = assess(inside_body=0.0, peak_enhancement=1.0, agreement_dice=0.0, p_classifier=0.5, p_radiomics=0.0,
+    verdict = assess(inside_body=0.0, peak_enhancement=1.0, agreement_overlap=0.0, p_classifier=0.5, p_radiomics=0.0,
                      washout_fraction=0.0, body_score=0.5)
     assert verdict.reasons == tuple(IndeterminateReason)  # every check failed, reported in this order
 

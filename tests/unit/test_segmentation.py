@@ -7,7 +7,7 @@ import pytest
 
 from phantom import generate_study
 from pipeline.lesions import find_lesions, max_diameter
-from pipeline.metrics import segmentation_scores
+from pipeline.metrics import overlap_coefficient, segmentation_scores
 from pipeline.region_growing import segment
 from pipeline.volume import Volume
 
@@ -22,6 +22,24 @@ def test_metrics_follow_equations_10_to_12() -> None:
     assert s["pa"] == pytest.approx(13 / 16) and s["iou"] == pytest.approx(2 / 5)
     assert s["dice"] == pytest.approx(4 / 7)
     assert segmentation_scores(np.zeros_like(truth), np.zeros_like(truth))["dice"] == 1.0
+
+
+def test_overlap_coefficient_is_the_share_of_the_smaller_mask_in_the_other() -> None:
+    """Where two outlines are, not how alike they are: a region grown too large around the U-Net's
+    lesion agrees fully, two lesions side by side not at all, whatever the sizes."""
+    lesion = np.zeros((2, 8, 8), dtype=bool)
+    lesion[0, 2:4, 2:4] = True  # 4 voxels
+    grown = np.zeros_like(lesion)
+    grown[:, 1:6, 1:6] = True  # 50 voxels holding the lesion
+    assert overlap_coefficient(lesion, grown) == overlap_coefficient(grown, lesion) == 1.0
+    part = np.zeros_like(lesion)
+    part[0, 3:5, 2:4] = True  # 4 voxels, 2 of them in the lesion
+    assert overlap_coefficient(lesion, part) == pytest.approx(0.5)
+    apart = np.zeros_like(lesion)
+    apart[1, 6:8, 6:8] = True
+    assert overlap_coefficient(lesion, apart) == 0.0
+    assert overlap_coefficient(lesion, np.zeros_like(lesion)) == 0.0  # nothing to agree with
+    assert overlap_coefficient(lesion.astype(np.uint8), grown.astype(np.uint8)) == 1.0
 
 
 def test_region_growing_finds_most_metastases() -> None:

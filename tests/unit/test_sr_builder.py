@@ -116,8 +116,8 @@ CLASSIFICATION = Classification(probability_metastasis=0.812345, sha256="cd" * 3
 
 @pytest.fixture
 def full(case: Case) -> hd.sr.Comprehensive3DSR:
-    """Every optional input given: classification (of lesion 2), radiomics, Dice, a plain verdict."""
-    return _sr(case, agreement_dice=0.876543, classification=CLASSIFICATION,
+    """Every optional input given: classification (of lesion 2), radiomics, Dice and overlap, a plain verdict."""
+    return _sr(case, agreement_dice=0.876543, agreement_overlap=0.912345, classification=CLASSIFICATION,
                radiomics={"rad_score": 1.25, "probability_metastasis": 0.75, "sha256": "ef" * 32},
                verdict=Verdict(True, ()))
 
@@ -274,13 +274,14 @@ def test_a_short_axis_without_its_length_is_left_out(case: Case, monkeypatch: py
 def test_study_level_finding_is_the_classifiers_on_the_lesion_it_classified(case: Case,
                                                                            full: hd.sr.Comprehensive3DSR) -> None:
     """The class is a finding on lesion 2 (the one classified here), with its probabilities,
-    the Dice agreement, the radiomics values and the intended use."""
+    the Dice agreement and the overlap coefficient, the radiomics values and the intended use."""
     group = _study_level(full)
     assert (group.tracking_identifier, group.tracking_uid) == ("Lesion 2", case.identity.uid("lesion", "2"))
     assert group.finding_type == codes.SCT.BonyMetastasis
     assert [site.value for site in group.finding_sites] == [codes.SCT.BoneStructureOfSpine]
     assert _values(group) == {"3D classifier probability of spinal metastasis": (0.8123, "1"),
                               "Dice agreement of U-Net and region growing": (0.8765, "1"),
+                              "Overlap coefficient of U-Net and region growing": (0.9123, "1"),
                               "Radiomics score (Rad-score)": (1.25, "1"),
                               "Radiomics model probability of spinal metastasis": (0.75, "1")}
     assert _evaluations(group) == [("INTENDED_USE", "RESEARCH_ONLY")]
@@ -366,7 +367,7 @@ def test_the_report_names_each_algorithm_as_contributing_equipment(case: Case, f
 
 
 def test_the_same_analysis_gives_the_same_report(case: Case, full: hd.sr.Comprehensive3DSR) -> None:
-    again = _sr(case, agreement_dice=0.876543, classification=CLASSIFICATION,
+    again = _sr(case, agreement_dice=0.876543, agreement_overlap=0.912345, classification=CLASSIFICATION,
                 radiomics={"rad_score": 1.25, "probability_metastasis": 0.75, "sha256": "ef" * 32},
                 verdict=Verdict(True, ()))
     assert again.SOPInstanceUID == full.SOPInstanceUID and again.ContentSequence == full.ContentSequence
