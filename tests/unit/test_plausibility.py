@@ -67,6 +67,7 @@ def test_kinetics_agree_with_each_class() -> None:
     assert assess(**GOOD | {"washout_fraction": 0.05}) == Verdict(True, ())
     # a curve that checks the class: the radiomics model need only give the same class
     assert assess(**GOOD | {"washout_fraction": 0.2, "p_radiomics": 0.55}) == Verdict(True, ())
+    assert assess(**GOOD | {"washout_fraction": 0.2, "p_radiomics": 0.5}) == Verdict(True, ())  # 0.5: metastasis
     assert assess(**GOOD | {"washout_fraction": 0.2, "p_radiomics": 0.45}).reasons == (
         IndeterminateReason.MODELS_DISAGREE,)
     assert assess(**GOOD | {"p_classifier": 0.1, "p_radiomics": 0.2, "washout_fraction": 0.049}) == Verdict(False, ())
