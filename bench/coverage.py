@@ -7,8 +7,8 @@
 Each study is analysed in this process (`pipeline.analyse`, fp32 U-Net); printed per study: the
 truth, the finding the SR would code (metastasis, primary or indeterminate) with its reasons,
 P(metastasis) of both models, the largest lesion's peak enhancement and the U-Net / region growing
-agreement (Dice, and the overlap coefficient the check looks at); then coverage (share with a coded diagnosis) and the
-counts of right and wrong coded diagnoses. DESIGN.md asks for at least 70 % coverage on
+agreement (Dice, and the overlap coefficient the check looks at); then coverage (share with a coded
+diagnosis) and the counts of right and wrong coded diagnoses. DESIGN.md asks for at least 70 % coverage on
 in-distribution data. Classic studies are written as DICOM and read back as the node reads them;
 randomised ones (``phantom.randomised``, no DICOM writer) become a :class:`pipeline.volume.Volume`
 directly, 3 mm slices. With ``--dynamic`` every study is dynamic, 3-8 phases drawn per seed

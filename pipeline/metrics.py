@@ -34,6 +34,6 @@ def overlap_coefficient(a: np.ndarray, b: np.ndarray) -> float:
     """|A and B| / min(|A|, |B|) (Szymkiewicz-Simpson): the share of the smaller mask that lies in
     the other, 1 when one holds the other whatever their sizes; 0 when either is empty. Where two
     segmentations are, not how alike their outlines are (Dice)."""
-    a, b = a.astype(bool), b.astype(bool)
-    smaller = min(int(np.count_nonzero(a)), int(np.count_nonzero(b)))
-    return int(np.count_nonzero(a & b)) / smaller if smaller else 0.0
+    tp, _, fp, fn = confusion(a, b)
+    smaller = min(tp + fp, tp + fn)
+    return tp / smaller if smaller else 0.0

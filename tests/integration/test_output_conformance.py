@@ -304,4 +304,3 @@ def test_a_lesion_only_region_growing_found_is_reported_as_indeterminate(phantom
     assert all(list(g.referenced_segment.referenced_segment_numbers) == [2] for g in groups)
     written(seg, tmp_path)
     assert "indeterminate" in str(key.ImageComments)
-
