@@ -164,14 +164,23 @@ class Ensemble(nn.Module):
     checksum; P(metastasis) is the mean of theirs, which is better calibrated on images unlike
     the training data than any one member (``models/cards/classifier.md``). A member marked
     ``dynamic_only`` (a buffer saved with the weights) joins the mean for dynamic series only, and
-    is not run on a batch without one; at least one member must be for every series."""
+    is not run on a batch without one; at least one member must be for every series.
+
+    ``calibration`` (a buffer saved with the weights, rows single-phase and dynamic, columns slope
+    and intercept) maps the mean's logit z to ``sigmoid(slope * z + intercept)`` for that kind of
+    series: Platt scaling fitted on validation phantoms of both looks
+    (:mod:`training.calibration`), so that the node's uncertain band is one of calibrated
+    probability. Slope 1 and intercept 0 (the default, and what files saved before 2026-12-02
+    load with) leave the mean as it is."""
 
     dynamic_only: torch.Tensor
+    calibration: torch.Tensor
 
     def __init__(self, members: int = 2, **kwargs: Any) -> None:
         super().__init__()
         self.members = nn.ModuleList(InceptionResNet3D(**kwargs) for _ in range(members))
         self.register_buffer("dynamic_only", torch.zeros(members, dtype=torch.bool))
+        self.register_buffer("calibration", identity_calibration())
 
     def check(self) -> None:
         """Raises ``ValueError`` when no member is for every series (single-phase ones would get none)."""
@@ -188,7 +197,23 @@ class Ensemble(nn.Module):
         probs = torch.stack([net.predict_proba(x) for net, _ in run])  # (members run, n)
         only = torch.tensor([o for _, o in run], device=probs.device)
         used = ~only[:, None] | dynamic[None, :]
-        return torch.where(used, probs, 0.0).sum(dim=0) / used.sum(dim=0)
+        return calibrated(torch.where(used, probs, 0.0).sum(dim=0) / used.sum(dim=0), dynamic, self.calibration)
+
+
+def identity_calibration() -> torch.Tensor:
+    """(2, 2) float32: slope 1, intercept 0 for single-phase (row 0) and dynamic (row 1) series."""
+    return torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+
+
+def calibrated(prob: torch.Tensor, dynamic: torch.Tensor, calibration: torch.Tensor) -> torch.Tensor:
+    """``prob`` (n,) mapped through the Platt scaling of each one's kind of series (``dynamic`` (n,)
+    bool picks the row of ``calibration``); an identity row returns ``prob`` unchanged."""
+    if torch.equal(calibration, identity_calibration().to(calibration)):
+        return prob
+    eps = 1e-6
+    logit = torch.logit(prob.clamp(eps, 1 - eps))
+    row = calibration.to(prob)[dynamic.long()]  # (n, 2)
+    return torch.sigmoid(row[:, 0] * logit + row[:, 1])
 
 
 Classifier3D = InceptionResNet3D | Ensemble
@@ -201,8 +226,9 @@ def load(path: Path) -> tuple[Classifier3D, str]:
     state, digest = weights.verified_state(path)
     members = {key.split(".")[1] for key in state if key.startswith("members.")}
     model: Classifier3D = Ensemble(len(members)) if members else InceptionResNet3D()
-    if members:  # ensembles saved before 2026-12-01 have no dynamic-only members
+    if members:  # ensembles saved before 2026-12-01 have no dynamic-only members, before 2026-12-02 no calibration
         state.setdefault("dynamic_only", torch.zeros(len(members), dtype=torch.bool))
+        state.setdefault("calibration", identity_calibration())
     model.load_state_dict(state)
     if isinstance(model, Ensemble):
         model.check()

@@ -1,10 +1,10 @@
 """Classifier inference for the worker: metastasis vs primary malignant bone tumour per study.
 
 The 3D Inception-ResNet + SE network (``models/inception3d.py``; the shipped file is an ensemble of
-four such networks whose probabilities are averaged, one of them for dynamic series only) sees the
-cube around the largest lesion (``pipeline/cube.py``); its weights are loaded once per process,
-checksum first. The study's class is the more probable of the two; P(metastasis) is reported
-beside it.
+three such networks whose probabilities are averaged, two of them for dynamic series only, and the
+mean calibrated per kind of series) sees the cube around the largest lesion (``pipeline/cube.py``);
+its weights are loaded once per process, checksum first. The study's class is the more probable of
+the two; P(metastasis) is reported beside it.
 """
 
 from __future__ import annotations

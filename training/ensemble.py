@@ -3,9 +3,12 @@
 Each input is a file ``spinenode train-classifier --out`` wrote (one network) or an ensemble; the
 output holds every network, P(metastasis) being their mean (:class:`models.inception3d.Ensemble`;
 the networks of a file named by ``--dynamic-only`` count for dynamic series only), with one checksum
-and a ``.json`` naming each member's checksum and training data. With ``--work``
-(the cube caches of ``spinenode train-classifier``) the ensemble is scored on the held-out phantoms
-as ``train-classifier`` scores one network, and the report is printed.
+and a ``.json`` naming each member's checksum and training data. With ``--calibration-single N``
+and ``--calibration-dynamic M`` the mean is calibrated per kind of series on N single-phase and M
+dynamic validation phantoms of each look (:mod:`training.calibration`; an input's own calibration
+is not carried over, since it was fitted to that file's mean). With ``--work`` (the cube caches of
+``spinenode train-classifier``) the ensemble is scored on the held-out phantoms as
+``train-classifier`` scores one network, and the report is printed.
 """
 
 from __future__ import annotations
@@ -52,22 +55,35 @@ def _member_meta(path: Path) -> list[dict[str, Any]]:
              "steps": meta.get("steps")}]
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", type=Path, nargs="+", help="classifier weights files (with .sha256 beside)")
     parser.add_argument("--dynamic-only", type=Path, nargs="*", default=[],
                         help="inputs whose networks join the mean for dynamic series only")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--work", type=Path, default=None, help="cube caches: score on the held-out phantoms")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="cube caches: score on the held-out phantoms (and calibrate)")
     for name, default in (("single", 60), ("dynamic", 40), ("randomised", 40), ("randomised-dynamic", 0)):
         parser.add_argument(f"--held-out-{name}", type=int, default=default, help="held-out studies of this set")
+    parser.add_argument("--calibration-single", type=int, default=0,
+                        help="single-phase validation studies per look to calibrate on (0: not calibrated)")
+    parser.add_argument("--calibration-dynamic", type=int, default=0,
+                        help="dynamic validation studies per look to calibrate on (0: not calibrated)")
     parser.add_argument("--masks", choices=MASKS, default="truth",
                         help="held-out cubes around the ground truth's lesion or the node's own")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--processes", type=int, default=1, help="worker processes making the held-out cubes")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    calibrating = args.calibration_single > 0 or args.calibration_dynamic > 0
+    if calibrating and args.work is None:
+        parser.error("calibration needs --work (where the validation studies' cubes are cached)")
     dynamic_only = frozenset(args.dynamic_only)
     if not dynamic_only <= set(args.inputs):
         parser.error("--dynamic-only names a file that is not one of the inputs")
@@ -84,9 +100,18 @@ def main(argv: list[str] | None = None) -> int:
         entry.pop("dynamic_only", None)
         if flag:
             entry["dynamic_only"] = True
-    meta = {"model": "Ensemble of InceptionResNet3D", "members": members, "in_channels": 5, "width": 4,
-            "torch": torch.__version__}
-    result: dict[str, Any] = {"sha256": weights.save(ensemble, args.out, meta), "members": members}
+    meta: dict[str, Any] = {"model": "Ensemble of InceptionResNet3D", "members": members, "in_channels": 5,
+                            "width": 4, "torch": torch.__version__}
+    result: dict[str, Any] = {}
+    if calibrating:
+        from training.calibration import calibrate
+
+        args.work.mkdir(parents=True, exist_ok=True)
+        result["calibration"] = calibrate(ensemble, args.work, single=args.calibration_single,
+                                          dynamic=args.calibration_dynamic, processes=args.processes)
+        meta["calibration"] = {key: {k: v for k, v in fit.items() if not k.startswith("reliability")}
+                               if isinstance(fit, dict) else fit for key, fit in result["calibration"].items()}
+    result |= {"sha256": weights.save(ensemble, args.out, meta), "members": members}
     if args.work is not None:
         from training.train_classifier import TrainConfig, held_out
 

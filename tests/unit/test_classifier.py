@@ -300,16 +300,21 @@ def test_the_shipped_ensemble_loads_with_its_dynamic_only_flags() -> None:
 
     model, _ = load_classifier(DEFAULT_WEIGHTS)
     assert isinstance(model, Ensemble) and model.dynamic_only.tolist() == [False, True, True]
-    meta = json.loads(Path(f"{DEFAULT_WEIGHTS}.json").read_text())["members"]
-    assert [m.get("dynamic_only", False) for m in meta] == model.dynamic_only.tolist()
+    meta = json.loads(Path(f"{DEFAULT_WEIGHTS}.json").read_text())
+    assert [m.get("dynamic_only", False) for m in meta["members"]] == model.dynamic_only.tolist()
+    # calibrated per kind of series, as the .json says (single-phase softened, dynamic sharpened)
+    fitted = [[meta["calibration"][kind]["slope"], meta["calibration"][kind]["intercept"]]
+              for kind in ("single", "dynamic")]
+    torch.testing.assert_close(model.calibration, torch.tensor(fitted), atol=1e-3, rtol=0)
+    assert model.calibration[0, 0] < 1 < model.calibration[1, 0]
 
 
 def test_ensembles_saved_before_the_flag_load_and_an_all_dynamic_one_is_refused(tiny_set: CubeSet,
                                                                                  tmp_path: Path) -> None:
-    """A file without the ``dynamic_only`` buffer (saved before 2026-12-01) loads with no member
-    flagged; an ensemble whose every member is dynamic-only is refused (a single-phase series would
-    get no probability), by ``combine`` and by ``training.ensemble``; the dynamic-only member is not
-    run on a batch without a dynamic cube."""
+    """A file without the ``dynamic_only`` and ``calibration`` buffers (saved before 2026-12-01)
+    loads with no member flagged and the mean uncalibrated; an ensemble whose every member is
+    dynamic-only is refused (a single-phase series would get no probability), by ``combine`` and by
+    ``training.ensemble``; the dynamic-only member is not run on a batch without a dynamic cube."""
     import io
 
     from models import weights
@@ -318,7 +323,7 @@ def test_ensembles_saved_before_the_flag_load_and_an_all_dynamic_one_is_refused(
     from training.ensemble import combine, main
 
     ensemble = Ensemble(2)
-    state = {k: v for k, v in ensemble.state_dict().items() if k != "dynamic_only"}
+    state = {k: v for k, v in ensemble.state_dict().items() if k not in ("dynamic_only", "calibration")}
     buffer = io.BytesIO()
     torch.save(state, buffer)
     old = tmp_path / "old.pt"
@@ -326,6 +331,7 @@ def test_ensembles_saved_before_the_flag_load_and_an_all_dynamic_one_is_refused(
     Path(f"{old}.sha256").write_text(f"{weights.sha256_file(old)}  old.pt\n")
     loaded, _ = load_classifier(old)
     assert isinstance(loaded, Ensemble) and loaded.dynamic_only.tolist() == [False, False]
+    assert loaded.calibration.tolist() == [[1.0, 0.0], [1.0, 0.0]]  # nor calibration: the mean as it was
     net = tmp_path / "net.pt"
     weights.save(train_network(tiny_set, TrainConfig(steps=1, batch=4), desc="test"), net, {"data": "tiny"})
     with pytest.raises(ValueError, match="every network of the ensemble is for dynamic series only"):
@@ -351,6 +357,93 @@ def test_ensembles_saved_before_the_flag_load_and_an_all_dynamic_one_is_refused(
     dynamic[:, 2:4] = 0.1
     both.predict_proba(dynamic)
     assert calls == [1]
+
+
+def _dynamic(cubes: torch.Tensor) -> torch.Tensor:
+    """``cubes`` as if their series had inflow and outflow maps."""
+    out = cubes.float().clone()
+    out[:, 2:4] = 0.1
+    return out
+
+
+def test_calibration_maps_each_kind_of_series_through_its_own_platt_scaling(tiny_set: CubeSet,
+                                                                            tmp_path: Path) -> None:
+    """P = sigmoid(slope * logit(mean) + intercept) with the single-phase row for a single-phase cube
+    and the dynamic row for a dynamic one, in one batch; saved and loaded with the weights; the
+    identity leaves the mean exactly as it was."""
+    from models import weights
+    from models.inception3d import load as load_classifier
+    from training.ensemble import combine
+
+    net = tmp_path / "net.pt"
+    weights.save(train_network(tiny_set, TrainConfig(steps=1, batch=4), desc="test"), net, {"data": "tiny"})
+    ensemble = combine([net])
+    single, dynamic = tiny_set.cubes[:2].float(), _dynamic(tiny_set.cubes[2:4])
+    batch = torch.cat([single, dynamic])
+    mean = ensemble.members[0].predict_proba(batch)
+    assert torch.equal(ensemble.predict_proba(batch), mean)
+    ensemble.calibration = torch.tensor([[2.0, -1.0], [0.5, 0.5]])
+    weights.save(ensemble, tmp_path / "cal.pt", {"data": "tiny"})
+    loaded, _ = load_classifier(tmp_path / "cal.pt")
+    loaded.eval()
+    assert loaded.calibration.tolist() == [[2.0, -1.0], [0.5, 0.5]]
+    stored_mean = loaded.members[0].predict_proba(batch)  # the network as stored (fp16)
+    z = torch.logit(stored_mean)
+    expected = torch.sigmoid(torch.cat([2.0 * z[:2] - 1.0, 0.5 * z[2:] + 0.5]))
+    torch.testing.assert_close(loaded.predict_proba(batch), expected)
+    assert not torch.allclose(expected, stored_mean, atol=1e-2)
+
+
+def test_platt_scaling_recovers_a_known_slope_and_intercept() -> None:
+    """Outcomes drawn with P = sigmoid(1.5 z - 0.7) from a model that says sigmoid(z): the fit finds
+    1.5 and -0.7; studies of one class only are refused with a clear error."""
+    from training.calibration import platt
+    from training.errors import TrainingDataError
+
+    rng = np.random.default_rng(3)
+    z = rng.normal(0.0, 2.0, 20_000)
+    y = rng.random(z.size) < 1 / (1 + np.exp(-(1.5 * z - 0.7)))
+    slope, intercept = platt(1 / (1 + np.exp(-z)), y)
+    assert abs(slope - 1.5) < 0.1 and abs(intercept + 0.7) < 0.1
+    with pytest.raises(TrainingDataError, match="metastases and primaries"):
+        platt(np.array([0.2, 0.9]), np.array([1, 1]))
+
+
+def test_the_ensemble_command_calibrates_on_validation_phantoms(tiny_set: CubeSet, tmp_path: Path) -> None:
+    """``--calibration-single N --calibration-dynamic M``: the ensemble is fitted per kind on the cubes
+    of the calibration sets' seeds (read from ``--work``, as ``train-classifier`` caches them), the
+    fit is saved with the weights and named in the ``.json``; without ``--work`` it is refused."""
+    import json
+
+    from models import weights
+    from models.inception3d import load as load_classifier
+    from training.calibration import CALIBRATION_SETS
+    from training.ensemble import main
+    from training.train_classifier import _cubes_file
+
+    net = tmp_path / "net.pt"
+    weights.save(train_network(tiny_set, TrainConfig(steps=1, batch=4), desc="test"), net, {"data": "tiny"})
+    for k, s in enumerate(CALIBRATION_SETS):  # 3 studies per look and kind, in both classes
+        part = tiny_set.subset(np.arange(3) + 3 * (k % 2))
+        if s.dynamic:
+            part = CubeSet(_dynamic(part.cubes).half(), part.labels, torch.ones(3, dtype=torch.bool), part.names)
+        part.save(_cubes_file(tmp_path, s.look, s.seeds(3), None if s.dynamic else 1, 1.0 if s.dynamic else None,
+                              "node"))
+    assert 0 < int(tiny_set.labels.sum()) < len(tiny_set)
+    out = tmp_path / "cal.pt"
+    assert main([str(net), "--out", str(out), "--work", str(tmp_path), "--calibration-single", "3",
+                 "--calibration-dynamic", "3", "--held-out-single", "0", "--held-out-dynamic", "0",
+                 "--held-out-randomised", "0"]) == 0
+    meta = json.loads(Path(f"{out}.json").read_text())["calibration"]
+    assert meta["single"]["studies"] == meta["dynamic"]["studies"] == 6
+    assert meta["single"]["seeds"] == ["randomised 820000-820002", "classic 830000-830002"]
+    model, _ = load_classifier(out)
+    fitted = [[meta[k]["slope"], meta[k]["intercept"]] for k in ("single", "dynamic")]
+    torch.testing.assert_close(model.calibration, torch.tensor(fitted), atol=1e-4, rtol=0)
+    assert model.calibration.tolist() != [[1.0, 0.0], [1.0, 0.0]]
+    with pytest.raises(SystemExit):
+        main([str(net), "--out", str(tmp_path / "no.pt"), "--calibration-single", "3"])
+    assert not (tmp_path / "no.pt").exists()
 
 
 def test_the_command_line_offers_the_masks_training_knows() -> None:
