@@ -170,6 +170,8 @@ def _add_train_classifier(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--masks", choices=MASKS, default="truth",
                    help="centre the cubes (training and held-out) on the ground truth's lesion or the node's own")
+    p.add_argument("--outline-jitter", action="store_true",
+                   help="grow or shrink the lesion mask channel by 1-2 mm in half the training cubes")
 
 
 def _add_evaluate_seg(sub: argparse._SubParsersAction) -> None:
@@ -219,7 +221,7 @@ def _cmd_train_classifier(args: argparse.Namespace) -> int:
                       randomised_dynamic_studies=args.randomised_dynamic_studies,
                       held_out_randomised=args.held_out_randomised,
                       held_out_randomised_dynamic=args.held_out_randomised_dynamic, processes=args.processes,
-                      masks=args.masks)
+                      masks=args.masks, outline_jitter=args.outline_jitter)
     try:
         train(cfg, args.work, args.out, data_dir=args.data, labels=args.labels, figure=args.figure,
               report=args.report, skip_cv=args.no_cv)

@@ -446,6 +446,41 @@ def test_the_ensemble_command_calibrates_on_validation_phantoms(tiny_set: CubeSe
     assert not (tmp_path / "no.pt").exists()
 
 
+def test_outline_jitter_grows_or_shrinks_the_lesion_mask_alone(tiny_set: CubeSet,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """``jitter_outline``: in about half the cubes the lesion channel is grown or shrunk in-plane by
+    1 or 2 pixels (a 10 x 10 square becomes 12, 14, 8 or 6 pixels wide on every slice); the other
+    channels are untouched; training applies it to every batch when asked, and only then."""
+    import training.train_classifier as tc
+    from training.train_classifier import LESION_CHANNEL, jitter_outline
+
+    x = torch.rand(64, 5, 3, 32, 32)
+    x[:, LESION_CHANNEL] = 0.0
+    x[:, LESION_CHANNEL, :, 11:21, 11:21] = 1.0
+    out = jitter_outline(x, torch.Generator().manual_seed(0))
+    others = [c for c in range(5) if c != LESION_CHANNEL]
+    assert torch.equal(out[:, others], x[:, others])
+    sides = [int(round(float(out[i, LESION_CHANNEL, 1].sum()) ** 0.5)) for i in range(64)]
+    assert set(sides) == {6, 8, 10, 12, 14}
+    assert 20 <= sides.count(10) <= 44
+    for i, side in enumerate(sides):  # the same square on every slice, centred where it was
+        lo = 16 - side // 2
+        expected = torch.zeros(32, 32)
+        expected[lo:lo + side, lo:lo + side] = 1.0
+        assert all(torch.equal(out[i, LESION_CHANNEL, k], expected) for k in range(3))
+    batches: list[int] = []
+
+    def counted(cubes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        batches.append(len(cubes))
+        return jitter_outline(cubes, gen)
+
+    monkeypatch.setattr(tc, "jitter_outline", counted)
+    train_network(tiny_set, TrainConfig(steps=2, batch=4, outline_jitter=True), desc="test")
+    assert batches == [4, 4]
+    train_network(tiny_set, TrainConfig(steps=1, batch=4), desc="test")
+    assert batches == [4, 4]
+
+
 def test_the_command_line_offers_the_masks_training_knows() -> None:
     """`--masks` of train-radiomics and train-classifier: the choices are training's own."""
     from dicomnode.cli import MASKS as CLI_MASKS
