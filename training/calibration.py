@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import logit
 from sklearn.linear_model import LogisticRegression
 
-from models.inception3d import Ensemble, identity_calibration
+from models.inception3d import Ensemble, calibrated, identity_calibration
 from training.errors import TrainingDataError
 from training.looks import SEEDS
 
@@ -51,11 +52,6 @@ CALIBRATION_SETS = (CalibrationSet("randomised", False, 20_000), CalibrationSet(
                     CalibrationSet("classic", False, 30_000), CalibrationSet("classic", True, 35_000))
 
 
-def logit(prob: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    p = np.clip(np.asarray(prob, dtype=np.float64), eps, 1 - eps)
-    return np.log(p / (1 - p))
-
-
 def platt(prob: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(slope, intercept) of the logistic regression of ``labels`` (1 = metastasis) on the logit of
     ``prob``; both classes must be present."""
@@ -63,7 +59,8 @@ def platt(prob: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     if len(np.unique(y)) < 2:
         raise TrainingDataError("calibration needs metastases and primaries among its studies; "
                                 "give more calibration studies")
-    fit = LogisticRegression(C=1.0).fit(logit(prob)[:, None], y)
+    eps = 1e-6  # as the ensemble clamps its mean before the map
+    fit = LogisticRegression(C=1.0).fit(logit(np.clip(np.asarray(prob, dtype=np.float64), eps, 1 - eps))[:, None], y)
     return float(fit.coef_[0][0]), float(fit.intercept_[0])
 
 
@@ -90,11 +87,11 @@ def calibrate(ensemble: Ensemble, work: Path, *, single: int, dynamic: int, proc
         prob = np.concatenate([predict(ensemble, p.cubes) for p in parts])
         slope, intercept = platt(prob, y)
         fitted[row] = torch.tensor([slope, intercept])
-        stored = fitted[row].half().float()  # as the weights file keeps it
-        after = torch.sigmoid(stored[0] * torch.from_numpy(logit(prob)).float() + stored[1]).numpy()
+        stored = fitted.half().float()  # as the weights file keeps it
+        after = calibrated(torch.from_numpy(prob), torch.full((len(prob),), bool(row)), stored).numpy()
         report[kind] = {"studies": len(y), "seeds": [f"{s.look} {r.start}-{r.stop - 1}" for s, r in
                                                       ((s, s.seeds(studies)) for s in sets)],
-                        "slope": round(float(stored[0]), 4), "intercept": round(float(stored[1]), 4),
+                        "slope": round(float(stored[row, 0]), 4), "intercept": round(float(stored[row, 1]), 4),
                         "reliability_before": reliability(y, prob), "reliability_after": reliability(y, after)}
     ensemble.calibration = fitted
     return report

@@ -74,7 +74,7 @@ class TrainConfig:
     outline_jitter: bool = False  # the mask channel grown or shrunk by 1-2 mm in half the cubes
 
 
-LESION_CHANNEL = 4  # pipeline.cube.CHANNELS: the mask of the lesion classified
+LESION_CHANNEL = CHANNELS.index("lesion")  # the mask of the lesion classified
 
 
 def jitter_outline(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -248,6 +248,13 @@ def test_held_out_studies_are_segmented_once_for_both_models(monkeypatch: pytest
         phantom_items(range(40000, 40002), phases=1), "node", cubes.names))
 
 
+def _dynamic(cubes: torch.Tensor) -> torch.Tensor:
+    """``cubes`` as if their series had inflow and outflow maps."""
+    out = cubes.float().clone()
+    out[:, 2:4] = 0.1
+    return out
+
+
 def test_a_dynamic_only_member_counts_for_dynamic_series_only(tiny_set: CubeSet, tmp_path: Path) -> None:
     """``--dynamic-only``: that file's network joins the mean for a dynamic series (inflow/outflow
     channels present) and is left out for a single-phase one; the flag is saved with the weights,
@@ -269,8 +276,7 @@ def test_a_dynamic_only_member_counts_for_dynamic_series_only(tiny_set: CubeSet,
     assert isinstance(model, Ensemble) and model.dynamic_only.tolist() == [False, True]
     model.eval()
     single = tiny_set.cubes[:2].float()
-    dynamic = single.clone()
-    dynamic[:, 2:4] = 0.1  # as if the series had inflow and outflow maps
+    dynamic = _dynamic(single)
     assert not is_dynamic(single).any() and is_dynamic(dynamic).all()
     members = [m.predict_proba(x) for x in (single, dynamic) for m in model.members]
     torch.testing.assert_close(model.predict_proba(single), members[0])
@@ -353,17 +359,8 @@ def test_ensembles_saved_before_the_flag_load_and_an_all_dynamic_one_is_refused(
     second.predict_proba = counted  # type: ignore[method-assign]
     both.predict_proba(tiny_set.cubes[:2].float())  # single-phase: the second network is not run
     assert calls == []
-    dynamic = tiny_set.cubes[:2].float().clone()
-    dynamic[:, 2:4] = 0.1
-    both.predict_proba(dynamic)
+    both.predict_proba(_dynamic(tiny_set.cubes[:2]))
     assert calls == [1]
-
-
-def _dynamic(cubes: torch.Tensor) -> torch.Tensor:
-    """``cubes`` as if their series had inflow and outflow maps."""
-    out = cubes.float().clone()
-    out[:, 2:4] = 0.1
-    return out
 
 
 def test_calibration_maps_each_kind_of_series_through_its_own_platt_scaling(tiny_set: CubeSet,
