@@ -79,6 +79,7 @@ def main() -> int:
                 rad = a.radiomics["probability_metastasis"] if a.radiomics else None
                 row |= verdict | {"p_metastasis": None if p is None else round(p, 3), "p_radiomics": rad,
                                   "peak_enhancement": round(a.lesions[0].peak_enhancement, 2),
+                                  "diameters_mm": [round(lesion.max_diameter_mm, 1) for lesion in a.lesions],
                                   "agreement_dice": None if a.agreement_dice is None else round(a.agreement_dice, 3),
                                   "agreement_overlap": None if a.agreement_overlap is None
                                   else round(a.agreement_overlap, 3)}

@@ -40,6 +40,7 @@ SR_CLASSES = {"1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.88.33", 
 FINDING = "121071"
 CODED = {"94222008": "metastasis", "93725000": "primary", "82334004": "indeterminate"}
 CLASSIFIER_P, RADIOMICS_P = "CLS_PROB_MET", "RAD_PROB_MET"
+DIAMETER = "81827009"  # SCT Diameter: each lesion's maximum diameter
 DEFAULT_CASES = REPO.parent / "shared" / "external-validation"
 
 
@@ -74,11 +75,14 @@ def _items(seq: Any) -> Any:  # noqa: ANN401 - pydicom sequences
 
 
 def read_sr(sr: pydicom.Dataset) -> dict[str, Any]:
-    """The coded finding and the probabilities of a measurement or abstention SR."""
-    out: dict[str, Any] = {"finding": None, "p_classifier": None, "p_radiomics": None}
+    """The coded finding, the probabilities and each lesion's maximum diameter (largest first, as
+    the node reports them) of a measurement or abstention SR."""
+    out: dict[str, Any] = {"finding": None, "p_classifier": None, "p_radiomics": None, "diameters_mm": []}
     for item in _items(sr.get("ContentSequence")):
         name = item.ConceptNameCodeSequence[0].CodeValue if "ConceptNameCodeSequence" in item else None
-        if item.ValueType == "CODE" and name == FINDING:
+        if item.ValueType == "NUM" and name == DIAMETER:
+            out["diameters_mm"].append(float(item.MeasuredValueSequence[0].NumericValue))
+        elif item.ValueType == "CODE" and name == FINDING:
             out["finding"] = CODED.get(item.ConceptCodeSequence[0].CodeValue, item.ConceptCodeSequence[0].CodeValue)
         elif item.ValueType == "NUM" and name in (CLASSIFIER_P, RADIOMICS_P):
             value = float(item.MeasuredValueSequence[0].NumericValue)
