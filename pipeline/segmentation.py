@@ -25,6 +25,10 @@ from pipeline.precision import Precision, resolve
 
 DEFAULT_WEIGHTS = weights.WEIGHTS_DIR / "unet.pt"
 CONTEXT_MM = 30.0  # around the body: a primary tumour breaking the cortex, and the network's context
+# What the node's U-Net masks are, beside the weights: 1, the network's output; 2 (2026-12-02), the
+# mean of its output on the image and on the left-right mirror image. Cached cubes of the node's
+# lesions are named by it (``training.train_classifier._cache_tag``).
+MASK_VERSION = 2
 
 
 def body_box(body: np.ndarray, pixel_mm: tuple[float, float], margin_mm: float) -> tuple[int, int, int, int] | None:
@@ -52,14 +56,20 @@ class UNetSegmenter:
         """(slices, rows, cols) post-contrast image, whose normal marrow's level is ``marrow``
         (:func:`pipeline.anatomy.marrow_level`) -> lesion probability, same shape. With a
         ``window`` of the network grid (:func:`models.unet_io.network_window`) the network sees
-        only that window and the rest is 0."""
+        only that window and the rest is 0.
+
+        The probability is the mean of the network's output on each slice and on its left-right
+        mirror image (mirrored back), the two in one batch (:data:`MASK_VERSION` 2)."""
         x = to_network(scale_by_marrow(image, marrow))
         rows, cols = window or (slice(None), slice(None))
-        part = x[:, :, rows, cols].contiguous(memory_format=torch.channels_last)
+        part = x[:, :, rows, cols]
         out = []
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision is Precision.BF16):
             for i in range(0, len(part), self.batch):
-                out.append(torch.softmax(self.model(part[i:i + self.batch]).float(), dim=1)[:, 1])
+                chunk = part[i:i + self.batch]
+                both = torch.cat([chunk, chunk.flip(-1)]).contiguous(memory_format=torch.channels_last)
+                p = torch.softmax(self.model(both).float(), dim=1)[:, 1]
+                out.append(0.5 * (p[:len(chunk)] + p[len(chunk):].flip(-1)))
         prob = torch.zeros(x.shape[0], *x.shape[2:])
         prob[:, rows, cols] = torch.cat(out)
         return from_network(prob, image.shape[1:])

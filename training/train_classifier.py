@@ -72,6 +72,7 @@ class TrainConfig:
     processes: int = 1
     masks: str = "truth"  # the lesion each cube is centred on: the ground truth's or the node's own
     outline_jitter: bool = False  # the mask channel grown or shrunk by 1-2 mm in half the cubes
+    with_node_cubes: bool = False  # also the cubes around the node's own lesions (masks "truth" only)
 
 
 LESION_CHANNEL = CHANNELS.index("lesion")  # the mask of the lesion classified
@@ -187,12 +188,14 @@ def reliability(y: np.ndarray, prob: np.ndarray, bins: int = 5) -> list[dict[str
 
 def _cache_tag(masks: str = "truth") -> str:
     """Cubes depend on normal marrow's level, hence on the spine localiser that finds the body,
-    and, on the node's masks, on the U-Net."""
+    and, on the node's masks, on the U-Net's weights and how its output becomes a mask
+    (``pipeline.segmentation.MASK_VERSION``; version 1 is named by the weights alone)."""
     from pipeline.localiser import DEFAULT_LOCALISER
-    from pipeline.segmentation import DEFAULT_WEIGHTS
+    from pipeline.segmentation import DEFAULT_WEIGHTS, MASK_VERSION
 
     tag = f"c{len(CHANNELS)}v{CUBE_VERSION}-spine{weights.sha256_file(DEFAULT_LOCALISER)[:8]}"
-    return tag if masks == "truth" else f"{tag}-node{weights.sha256_file(DEFAULT_WEIGHTS)[:8]}"
+    node = f"-node{weights.sha256_file(DEFAULT_WEIGHTS)[:8]}" + (f"m{MASK_VERSION}" if MASK_VERSION > 1 else "")
+    return tag if masks == "truth" else tag + node
 
 
 def _look_tag(look: str) -> str:
@@ -304,8 +307,13 @@ def load_training_set(cfg: TrainConfig, work: Path, data_dir: Path | None, label
             raise TrainingDataError("--data needs --labels (CSV: study_instance_uid,label)")
         items = site_items(data_dir, labels)
         return CubeSet.build(items, total=len(items), desc="site cubes")
-    parts = [cached_cubes(work, look, seeds, dynamic_fraction=share, processes=cfg.processes, desc=f"{name} cubes",
-                          masks=cfg.masks) for name, look, seeds, share in _training_sets(cfg) if len(seeds)]
+    if cfg.with_node_cubes and cfg.masks != "truth":
+        raise TrainingDataError("--with-node-cubes adds the node's cubes to the ground truth's: "
+                                "use it with --masks truth")
+    kinds = (cfg.masks, "node") if cfg.with_node_cubes else (cfg.masks,)
+    parts = [cached_cubes(work, look, seeds, dynamic_fraction=share, processes=cfg.processes,
+                          desc=f"{name} cubes ({masks} masks)", masks=masks)
+             for masks in kinds for name, look, seeds, share in _training_sets(cfg) if len(seeds)]
     if not parts:
         raise TrainingDataError("no training studies: give --studies, --randomised-studies or "
                                 "--randomised-dynamic-studies")
@@ -329,17 +337,21 @@ def _data_description(cfg: TrainConfig) -> str:
                      if len(seeds))
     if cfg.masks == "node":
         text += "; cubes around the lesions the node segments (shipped U-Net)"
+    elif cfg.with_node_cubes:
+        text += "; cubes around the ground truth's lesions and, beside them, around the node's (shipped U-Net)"
     return text
 
 
 def train(cfg: TrainConfig, work: Path, out: Path | None, *, data_dir: Path | None = None, labels: Path | None = None,
           figure: Path | None = None, report: Path | None = None, skip_cv: bool = False) -> dict[str, Any]:
+    if cfg.with_node_cubes and not skip_cv:
+        raise TrainingDataError("--with-node-cubes needs --no-cv: a study's two cubes would fall in different folds")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     data = load_training_set(cfg, work, data_dir, labels)
-    print(f"{len(data)} training studies: {int(data.labels.sum())} metastasis, "
+    print(f"{len(data)} training cubes: {int(data.labels.sum())} metastasis, "
           f"{int(data.dynamic.sum())} dynamic", flush=True)
     result: dict[str, Any] = {"config": asdict(cfg), "training_studies": len(data),
                               "data": str(data_dir) if data_dir else _data_description(cfg)}

@@ -36,7 +36,10 @@ MODEL_NAME = "spinenode"
 #    from the grown lesion's level: its SEG segment, and the SR where its lesion is reported, change.
 # 8: the SR reports the overlap coefficient of U-Net and region growing (OVERLAP_UNET_RG), which
 #    the segmentation-agreement check now uses instead of the Dice, so findings may change.
-OUTPUT_REVISION = 8
+# 9: the U-Net's probability is the mean over the image and its left-right mirror image
+#    (``pipeline.segmentation.MASK_VERSION`` 2): the U-Net's SEG segment, the measurements and the
+#    classifier's input change, and with them the classifier's calibration.
+OUTPUT_REVISION = 9
 NOT_FOR_DIAGNOSIS = "NOT FOR DIAGNOSIS - research use only, models trained on synthetic phantoms"
 
 

@@ -162,6 +162,24 @@ def test_an_ensemble_file_averages_its_members(tiny_set: CubeSet, tmp_path: Path
     assert weights.sha256_file(paths[1]) in meta and "tiny seed 2" in meta
 
 
+def test_cached_cubes_of_the_node_s_lesions_are_named_by_its_mask_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cubes around the node's lesions depend on how the U-Net's output becomes a mask: the cache
+    name holds the U-Net's checksum and, from version 2 (the mirror average), the mask version, so
+    cubes made with version 1 (named by the checksum alone) are never read back as version 2's."""
+    import pipeline.segmentation
+    from models import weights
+    from pipeline.segmentation import DEFAULT_WEIGHTS as UNET_WEIGHTS
+    from training.train_classifier import _cache_tag
+
+    unet = weights.sha256_file(UNET_WEIGHTS)[:8]
+    assert "-node" not in _cache_tag("truth")
+    assert _cache_tag("node") == f"{_cache_tag('truth')}-node{unet}m2"
+    monkeypatch.setattr(pipeline.segmentation, "MASK_VERSION", 3)
+    assert _cache_tag("node") == f"{_cache_tag('truth')}-node{unet}m3"
+    monkeypatch.setattr(pipeline.segmentation, "MASK_VERSION", 1)
+    assert _cache_tag("node") == f"{_cache_tag('truth')}-node{unet}"
+
+
 def test_held_out_scores_both_models_and_caches_their_inputs(tiny_set: CubeSet, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Held-out phantoms: the classifier's and the radiomics model's figures and the reliability
@@ -298,14 +316,14 @@ def test_a_dynamic_only_member_counts_for_dynamic_series_only(tiny_set: CubeSet,
 
 
 def test_the_shipped_ensemble_loads_with_its_dynamic_only_flags() -> None:
-    """Three networks, the second and third for dynamic series only, as its ``.json`` says."""
+    """Four networks, the third and fourth for dynamic series only, as its ``.json`` says."""
     import json
 
     from models.inception3d import Ensemble
     from models.inception3d import load as load_classifier
 
     model, _ = load_classifier(DEFAULT_WEIGHTS)
-    assert isinstance(model, Ensemble) and model.dynamic_only.tolist() == [False, True, True]
+    assert isinstance(model, Ensemble) and model.dynamic_only.tolist() == [False, False, True, True]
     meta = json.loads(Path(f"{DEFAULT_WEIGHTS}.json").read_text())
     assert [m.get("dynamic_only", False) for m in meta["members"]] == model.dynamic_only.tolist()
     # calibrated per kind of series, as the .json says (single-phase softened, dynamic sharpened)
@@ -476,6 +494,31 @@ def test_outline_jitter_grows_or_shrinks_the_lesion_mask_alone(tiny_set: CubeSet
     assert batches == [4, 4]
     train_network(tiny_set, TrainConfig(steps=1, batch=4), desc="test")
     assert batches == [4, 4]
+
+
+def test_with_node_cubes_trains_on_both_outlines_of_the_same_studies(tmp_path: Path) -> None:
+    """``--with-node-cubes``: the training set is the cubes around the ground truth's lesions and,
+    beside them, those around the node's own (made by the shipped U-Net, cached in ``--work`` under
+    the node's name); the same studies and labels twice, the mask channels different. It is refused
+    with ``--masks node`` (nothing to add) and with cross-validation (a study's two cubes would fall
+    in different folds)."""
+    from training.errors import TrainingDataError
+    from training.train_classifier import LESION_CHANNEL, _cubes_file, _data_description, load_training_set
+    from training.train_classifier import train as train_classifier
+
+    cfg = TrainConfig(studies=2, with_node_cubes=True)
+    data = load_training_set(cfg, tmp_path, None, None)
+    assert len(data) == 4 and data.names[:2] == data.names[2:] and torch.equal(data.labels[:2], data.labels[2:])
+    truth, node = data.cubes[:2, LESION_CHANNEL].float(), data.cubes[2:, LESION_CHANNEL].float()
+    assert bool((node.amax(dim=(1, 2, 3)) == 1).all()) and not torch.equal(truth, node)
+    for masks in ("truth", "node"):
+        assert _cubes_file(tmp_path, "classic", range(40000, 40002), None, None, masks).exists()
+    assert "beside them, around the node's" in _data_description(cfg)
+    assert len(load_training_set(TrainConfig(studies=2), tmp_path, None, None)) == 2
+    with pytest.raises(TrainingDataError, match="--masks truth"):
+        load_training_set(TrainConfig(studies=2, masks="node", with_node_cubes=True), tmp_path, None, None)
+    with pytest.raises(TrainingDataError, match="--no-cv"):
+        train_classifier(cfg, tmp_path, None)
 
 
 def test_the_command_line_offers_the_masks_training_knows() -> None:

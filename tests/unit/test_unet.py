@@ -321,3 +321,27 @@ def test_the_node_feeds_the_network_marrow_at_a_quarter() -> None:
         seen.clear()
         segmenter.probabilities(np.full((2, 64, 64), level, dtype=np.float32), level)
         assert seen and all(torch.allclose(x, torch.full_like(x, 0.25)) for x in seen)
+
+
+def test_the_node_averages_the_network_over_the_mirror_image() -> None:
+    """The node's probability is the mean of the network's output on each slice and on its
+    left-right mirror image, mirrored back (mask version 2), so mirroring the image mirrors the
+    probability exactly; the network sees each slice and its mirror in one batch."""
+    from pipeline.segmentation import MASK_VERSION, UNetSegmenter
+
+    assert MASK_VERSION == 2
+    segmenter = UNetSegmenter(precision="fp32")
+    rng = np.random.default_rng(3)
+    image = rng.uniform(50, 400, (3, 64, 64)).astype(np.float32)
+    image[:, 20:34, 10:24] = 700.0  # an off-centre bright square: no mirror symmetry to hide behind
+    seen: list[torch.Tensor] = []
+    segmenter.model.register_forward_pre_hook(lambda _module, args: seen.append(args[0].detach().clone()))
+    prob = segmenter.probabilities(image, 200.0)
+    assert [len(x) for x in seen] == [6] and torch.equal(seen[0][3:], seen[0][:3].flip(-1))
+    mirrored = segmenter.probabilities(image[:, :, ::-1].copy(), 200.0)
+    assert np.allclose(mirrored, prob[:, :, ::-1], atol=1e-5)
+    with torch.no_grad():
+        out = torch.softmax(segmenter.model(seen[0]), dim=1)[:, 1]
+    single, mirror = from_network(out[:3], (64, 64)), from_network(out[3:].flip(-1), (64, 64))
+    assert np.abs(single - prob).max() > 1e-3  # one pass alone is not mirror-equivariant
+    assert np.allclose(prob, 0.5 * (single + mirror), atol=1e-5)
