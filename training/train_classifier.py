@@ -305,6 +305,9 @@ def load_training_set(cfg: TrainConfig, work: Path, data_dir: Path | None, label
     if data_dir is not None:
         if labels is None:
             raise TrainingDataError("--data needs --labels (CSV: study_instance_uid,label)")
+        if cfg.with_node_cubes:
+            raise TrainingDataError("--with-node-cubes works on phantoms only: a site folder's cubes are "
+                                    "centred on its SEG's lesions")
         items = site_items(data_dir, labels)
         return CubeSet.build(items, total=len(items), desc="site cubes")
     if cfg.with_node_cubes and cfg.masks != "truth":

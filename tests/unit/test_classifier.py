@@ -500,8 +500,8 @@ def test_with_node_cubes_trains_on_both_outlines_of_the_same_studies(tmp_path: P
     """``--with-node-cubes``: the training set is the cubes around the ground truth's lesions and,
     beside them, those around the node's own (made by the shipped U-Net, cached in ``--work`` under
     the node's name); the same studies and labels twice, the mask channels different. It is refused
-    with ``--masks node`` (nothing to add) and with cross-validation (a study's two cubes would fall
-    in different folds)."""
+    with ``--masks node`` (nothing to add), with cross-validation (a study's two cubes would fall
+    in different folds) and with a site's folder (its cubes are centred on its SEG's lesions)."""
     from training.errors import TrainingDataError
     from training.train_classifier import LESION_CHANNEL, _cubes_file, _data_description, load_training_set
     from training.train_classifier import train as train_classifier
@@ -519,6 +519,8 @@ def test_with_node_cubes_trains_on_both_outlines_of_the_same_studies(tmp_path: P
         load_training_set(TrainConfig(studies=2, masks="node", with_node_cubes=True), tmp_path, None, None)
     with pytest.raises(TrainingDataError, match="--no-cv"):
         train_classifier(cfg, tmp_path, None)
+    with pytest.raises(TrainingDataError, match="phantoms only"):
+        load_training_set(cfg, tmp_path, tmp_path, tmp_path / "labels.csv")
 
 
 def test_the_command_line_offers_the_masks_training_knows() -> None:
