@@ -205,13 +205,15 @@ def identity_calibration() -> torch.Tensor:
     return torch.tensor([[1.0, 0.0], [1.0, 0.0]])
 
 
+CALIBRATION_EPS = 1e-6  # the mean is clamped to [eps, 1 - eps] before its logit, in the map and its fit
+
+
 def calibrated(prob: torch.Tensor, dynamic: torch.Tensor, calibration: torch.Tensor) -> torch.Tensor:
     """``prob`` (n,) mapped through the Platt scaling of each one's kind of series (``dynamic`` (n,)
     bool picks the row of ``calibration``); an identity row returns ``prob`` unchanged."""
     if torch.equal(calibration, identity_calibration().to(calibration)):
         return prob
-    eps = 1e-6
-    logit = torch.logit(prob.clamp(eps, 1 - eps))
+    logit = torch.logit(prob.clamp(CALIBRATION_EPS, 1 - CALIBRATION_EPS))
     row = calibration.to(prob)[dynamic.long()]  # (n, 2)
     return torch.sigmoid(row[:, 0] * logit + row[:, 1])
 

@@ -30,7 +30,7 @@ import torch
 from scipy.special import logit
 from sklearn.linear_model import LogisticRegression
 
-from models.inception3d import Ensemble, calibrated, identity_calibration
+from models.inception3d import CALIBRATION_EPS, Ensemble, calibrated, identity_calibration
 from training.errors import TrainingDataError
 from training.looks import SEEDS
 
@@ -59,8 +59,8 @@ def platt(prob: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     if len(np.unique(y)) < 2:
         raise TrainingDataError("calibration needs metastases and primaries among its studies; "
                                 "give more calibration studies")
-    eps = 1e-6  # as the ensemble clamps its mean before the map
-    fit = LogisticRegression(C=1.0).fit(logit(np.clip(np.asarray(prob, dtype=np.float64), eps, 1 - eps))[:, None], y)
+    clipped = np.clip(np.asarray(prob, dtype=np.float64), CALIBRATION_EPS, 1 - CALIBRATION_EPS)
+    fit = LogisticRegression(C=1.0).fit(logit(clipped)[:, None], y)
     return float(fit.coef_[0][0]), float(fit.intercept_[0])
 
 
