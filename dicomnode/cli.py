@@ -112,6 +112,8 @@ def _add_train_unet(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fp32", action="store_true", help="train in fp32 instead of bf16 autocast")
     p.add_argument("--soften", type=float, default=0.3,
                    help="share of lesion crops whose enhancement is lowered to 1.15-1.45 x their surroundings")
+    p.add_argument("--blur", type=float, default=0.0,
+                   help="share of crops blurred by a Gaussian of sigma 0.5-2.5 pixels (softer scanners)")
     p.add_argument("--stop-after", type=int, default=None, help="end this run after N epochs (resume later)")
     p.add_argument("--look", choices=("classic", "randomised", "mixed"), default="classic",
                    help="phantom look: the painted classic one, domain-randomised 3D label maps, or both")
@@ -242,7 +244,7 @@ def _cmd_train_unet(args: argparse.Namespace) -> int:
                       val_studies=args.val_studies, seed=args.seed, threads=args.threads, bf16=not args.fp32,
                       look=args.look, randomised_fraction=args.randomised_fraction, processes=args.processes,
                       device=args.device, init=None if args.init is None else str(args.init),
-                      soften=args.soften)
+                      soften=args.soften, blur=args.blur)
     try:
         result = train(cfg, args.work, args.out, resume=args.resume, data_dir=args.data,
                        stop_after=args.stop_after, cache=args.cache)

@@ -12,7 +12,7 @@ from models import weights
 from models.unet import AttentionGate, AttentionResUNet, ResidualBlock
 from models.unet_io import from_network, mask_to_network, network_window, segmentation_input, to_network
 from training.errors import CheckpointMismatchError
-from training.train_unet import TrainConfig, soften_lesions, train
+from training.train_unet import TrainConfig, blur_some, soften_lesions, train
 
 
 def test_residual_block_shapes_and_shortcut() -> None:
@@ -105,29 +105,59 @@ def test_tampered_weights_are_refused(tmp_path: Path) -> None:
 
 def test_training_runs_two_steps_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both phantom looks, fine-tuning from the shipped weights, the prepared-data cache, resume;
-    every step softens its share of the lesion crops."""
+    every step softens its share of the lesion crops and blurs its share of the crops."""
     import training.train_unet
     from pipeline.segmentation import DEFAULT_WEIGHTS
 
     shares: list[float] = []
+    blurred: list[float] = []
 
     def spy(images, masks, gen, share, **kw):  # noqa: ANN001, ANN003, ANN202 - soften_lesions' signature
         shares.append(share)
         return soften_lesions(images, masks, gen, share, **kw)
 
+    def blur_spy(images, gen, share, **kw):  # noqa: ANN001, ANN003, ANN202 - blur_some's signature
+        blurred.append(share)
+        return blur_some(images, gen, share, **kw)
+
     monkeypatch.setattr(training.train_unet, "soften_lesions", spy)
+    monkeypatch.setattr(training.train_unet, "blur_some", blur_spy)
     cfg = TrainConfig(epochs=2, steps_per_epoch=2, batch=2, crop=64, train_studies=2, val_studies=1, threads=1,
                       bf16=False, look="mixed", randomised_fraction=0.5, init=str(DEFAULT_WEIGHTS), device="cpu",
-                      soften=0.6)
+                      soften=0.6, blur=0.4)
     cache = tmp_path / "data.pt"
     first = train(cfg, tmp_path / "work", tmp_path / "unet.pt", stop_after=1, cache=cache)
-    assert shares == [0.6, 0.6]
+    assert shares == [0.6, 0.6] and blurred == [0.4, 0.4]
     assert len(first["history"]) == 1 and (tmp_path / "unet.pt.sha256").exists() and cache.exists()
     assert first["data"] == "mixed phantom seeds 10000-10001"
     resumed = train(cfg, tmp_path / "work", None, resume=True, cache=cache)
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     with pytest.raises(CheckpointMismatchError, match="same --epochs"):
         train(TrainConfig(**{**cfg.__dict__, "epochs": 3}), tmp_path / "work", None, resume=True)
+
+
+def test_blur_some_blurs_its_share_of_the_crops_and_nothing_else() -> None:
+    images, _ = _lesion_crops(6)
+    images[:, :, 5, 5] = 5.0  # a spike that any blur lowers
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    assert blur_some(images, gen, 0.0) is images
+    assert torch.equal(gen.get_state(), state)  # no random numbers drawn: old recipes train as before
+    every = blur_some(images, gen, 1.0)
+    assert every.shape == images.shape and torch.equal(images[:, :, 5, 5], torch.full((6, 1), 5.0))
+    assert (every[:, 0, 5, 5] < 4.0).all()  # every crop blurred, the input left as it was
+    assert (every[:, 0, 32, 32] > 0.7).all()  # a blur, not a wipe: the lesion's middle stays at its level
+    assert (every[:, 0, 20:44, 20:44].std((1, 2)) < images[:, 0, 20:44, 20:44].std((1, 2))).all()
+    weak = blur_some(images, torch.Generator().manual_seed(0), 1.0, sigma_px=(0.5, 0.5))
+    strong = blur_some(images, torch.Generator().manual_seed(0), 1.0, sigma_px=(2.5, 2.5))
+    assert (strong[:, 0, 5, 5] < weak[:, 0, 5, 5]).all()  # sigma within the range asked for
+    spikes = every[:, 0, 5, 5]  # sigmas drawn over the whole default range
+    assert ((spikes <= weak[:, 0, 5, 5] + 1e-5) & (spikes >= strong[:, 0, 5, 5] - 1e-5)).all()
+    middle = blur_some(images, torch.Generator().manual_seed(0), 1.0, sigma_px=(1.5, 1.5))[:, 0, 5, 5]
+    assert 0 < int((spikes < middle).sum()) < 6
+    some = blur_some(images, torch.Generator().manual_seed(3), 0.5)
+    changed = (some != images).flatten(1).any(1)
+    assert 0 < int(changed.sum()) < 6
 
 
 def _lesion_crops(n: int, lesion: float = 0.8, radius: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
