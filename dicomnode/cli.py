@@ -174,6 +174,8 @@ def _add_train_classifier(sub: argparse._SubParsersAction) -> None:
                    help="centre the cubes (training and held-out) on the ground truth's lesion or the node's own")
     p.add_argument("--outline-jitter", action="store_true",
                    help="grow or shrink the lesion mask channel by 1-2 mm in half the training cubes")
+    p.add_argument("--vary-appearance", action="store_true",
+                   help="blur the image and peak channels, or raise them to a power, in about half the training cubes")
     p.add_argument("--with-node-cubes", action="store_true",
                    help="train on the cubes around the node's own lesions beside those around the ground truth's "
                         "(the same studies, twice the cubes; with --masks truth)")
@@ -226,7 +228,8 @@ def _cmd_train_classifier(args: argparse.Namespace) -> int:
                       randomised_dynamic_studies=args.randomised_dynamic_studies,
                       held_out_randomised=args.held_out_randomised,
                       held_out_randomised_dynamic=args.held_out_randomised_dynamic, processes=args.processes,
-                      masks=args.masks, outline_jitter=args.outline_jitter, with_node_cubes=args.with_node_cubes)
+                      masks=args.masks, outline_jitter=args.outline_jitter, with_node_cubes=args.with_node_cubes,
+                      vary_appearance=args.vary_appearance)
     try:
         train(cfg, args.work, args.out, data_dir=args.data, labels=args.labels, figure=args.figure,
               report=args.report, skip_cv=args.no_cv)

@@ -496,6 +496,46 @@ def test_outline_jitter_grows_or_shrinks_the_lesion_mask_alone(tiny_set: CubeSet
     assert batches == [4, 4]
 
 
+def test_vary_appearance_blurs_or_bends_the_ratio_channels_alone(tiny_set: CubeSet,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``vary_appearance``: the image and peak channels (ratios to marrow) of about half the cubes
+    are blurred in-plane and of about half raised to a power in 0.75-1.33, so marrow (1) stays 1;
+    the mask, inflow and outflow channels are untouched; training applies it only when asked."""
+    import training.train_classifier as tc
+    from training.train_classifier import LESION_CHANNEL, RATIO_CHANNELS, vary_appearance
+
+    x = torch.ones(200, 5, 3, 32, 32)
+    x[:, list(RATIO_CHANNELS), :, 12:20, 12:20] = 2.0  # a lesion at 2 x marrow
+    x[:, 2:4] = torch.rand(200, 2, 3, 32, 32)
+    x[:, LESION_CHANNEL] = 0.0
+    x[:, LESION_CHANNEL, :, 12:20, 12:20] = 1.0
+    out = vary_appearance(x, torch.Generator().manual_seed(0))
+    others = [c for c in range(5) if c not in RATIO_CHANNELS]
+    assert torch.equal(out[:, others], x[:, others])
+    assert torch.equal(out[:, RATIO_CHANNELS[0]], out[:, RATIO_CHANNELS[1]])  # both channels alike
+    middle = out[:, 0, 1, 16, 16]  # the lesion's middle: 2 ** gamma when not blurred much
+    marrow = out[:, 0, 1, 4, 26]  # marrow away from the lesion and the border
+    assert torch.allclose(marrow, torch.ones(200), atol=0.02)
+    edge = out[:, 0, 1, 12, 16]  # the lesion's edge: a blur pulls it towards marrow
+    blurred = (edge < 0.97 * middle).sum()
+    assert 60 <= int(blurred) <= 140
+    assert middle.min() > 1.3 and middle.max() <= 2 ** 1.33 + 1e-4  # blurred and bent, never past the range
+    powered = ((middle - 2.0).abs() > 0.03).sum()
+    assert 60 <= int(powered) <= 140
+    assert middle.max() > 2.3 and middle.min() < 1.75  # the whole range of exponents is drawn
+    calls: list[int] = []
+
+    def counted(cubes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        calls.append(len(cubes))
+        return vary_appearance(cubes, gen)
+
+    monkeypatch.setattr(tc, "vary_appearance", counted)
+    train_network(tiny_set, TrainConfig(steps=2, batch=4, vary_appearance=True), desc="test")
+    assert calls == [4, 4]
+    train_network(tiny_set, TrainConfig(steps=1, batch=4), desc="test")
+    assert calls == [4, 4]
+
+
 def test_with_node_cubes_trains_on_both_outlines_of_the_same_studies(tmp_path: Path) -> None:
     """``--with-node-cubes``: the training set is the cubes around the ground truth's lesions and,
     beside them, those around the node's own (made by the shipped U-Net, cached in ``--work`` under
