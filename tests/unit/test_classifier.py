@@ -461,12 +461,30 @@ def test_the_ensemble_command_calibrates_on_validation_phantoms(tiny_set: CubeSe
     assert not (tmp_path / "no.pt").exists()
 
 
+def _applied_only_when_asked(tiny_set: CubeSet, monkeypatch: pytest.MonkeyPatch, function: str, option: str) -> None:
+    """Training runs ``training.train_classifier.<function>`` on every batch when ``option`` is set,
+    and never without it."""
+    import training.train_classifier as tc
+
+    original = getattr(tc, function)
+    batches: list[int] = []
+
+    def counted(cubes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        batches.append(len(cubes))
+        return original(cubes, gen)
+
+    monkeypatch.setattr(tc, function, counted)
+    train_network(tiny_set, TrainConfig(steps=2, batch=4, **{option: True}), desc="test")
+    assert batches == [4, 4]
+    train_network(tiny_set, TrainConfig(steps=1, batch=4), desc="test")
+    assert batches == [4, 4]
+
+
 def test_outline_jitter_grows_or_shrinks_the_lesion_mask_alone(tiny_set: CubeSet,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """``jitter_outline``: in about half the cubes the lesion channel is grown or shrunk in-plane by
     1 or 2 pixels (a 10 x 10 square becomes 12, 14, 8 or 6 pixels wide on every slice); the other
     channels are untouched; training applies it to every batch when asked, and only then."""
-    import training.train_classifier as tc
     from training.train_classifier import LESION_CHANNEL, jitter_outline
 
     x = torch.rand(64, 5, 3, 32, 32)
@@ -483,17 +501,7 @@ def test_outline_jitter_grows_or_shrinks_the_lesion_mask_alone(tiny_set: CubeSet
         expected = torch.zeros(32, 32)
         expected[lo:lo + side, lo:lo + side] = 1.0
         assert all(torch.equal(out[i, LESION_CHANNEL, k], expected) for k in range(3))
-    batches: list[int] = []
-
-    def counted(cubes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        batches.append(len(cubes))
-        return jitter_outline(cubes, gen)
-
-    monkeypatch.setattr(tc, "jitter_outline", counted)
-    train_network(tiny_set, TrainConfig(steps=2, batch=4, outline_jitter=True), desc="test")
-    assert batches == [4, 4]
-    train_network(tiny_set, TrainConfig(steps=1, batch=4), desc="test")
-    assert batches == [4, 4]
+    _applied_only_when_asked(tiny_set, monkeypatch, "jitter_outline", "outline_jitter")
 
 
 def test_vary_appearance_blurs_or_bends_the_ratio_channels_alone(tiny_set: CubeSet,
@@ -501,7 +509,6 @@ def test_vary_appearance_blurs_or_bends_the_ratio_channels_alone(tiny_set: CubeS
     """``vary_appearance``: the image and peak channels (ratios to marrow) of about half the cubes
     are blurred in-plane and of about half raised to a power in 0.75-1.33, so marrow (1) stays 1;
     the mask, inflow and outflow channels are untouched; training applies it only when asked."""
-    import training.train_classifier as tc
     from training.train_classifier import LESION_CHANNEL, RATIO_CHANNELS, vary_appearance
 
     x = torch.ones(200, 5, 3, 32, 32)
@@ -523,17 +530,7 @@ def test_vary_appearance_blurs_or_bends_the_ratio_channels_alone(tiny_set: CubeS
     powered = ((middle - 2.0).abs() > 0.03).sum()
     assert 60 <= int(powered) <= 140
     assert middle.max() > 2.3 and middle.min() < 1.75  # the whole range of exponents is drawn
-    calls: list[int] = []
-
-    def counted(cubes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        calls.append(len(cubes))
-        return vary_appearance(cubes, gen)
-
-    monkeypatch.setattr(tc, "vary_appearance", counted)
-    train_network(tiny_set, TrainConfig(steps=2, batch=4, vary_appearance=True), desc="test")
-    assert calls == [4, 4]
-    train_network(tiny_set, TrainConfig(steps=1, batch=4), desc="test")
-    assert calls == [4, 4]
+    _applied_only_when_asked(tiny_set, monkeypatch, "vary_appearance", "vary_appearance")
 
 
 def test_with_node_cubes_trains_on_both_outlines_of_the_same_studies(tmp_path: Path) -> None:
