@@ -1,5 +1,5 @@
-"""How the segmentations hold up when another scanner or generator renders the same studies
-differently: the external validation studies (``../shared/external-validation`` by default),
+"""How the node's analysis (segmentations and coded finding) holds up when another scanner or
+generator renders the same studies differently: the external validation studies (``../shared/external-validation`` by default),
 each changed as a whole by one of :data:`CHANGES` (every phase alike) and analysed in this process
 by the node's pipeline (:func:`pipeline.analysis.analyse`: both segmentations, the classifier, the
 radiomics model and the plausibility checks; the shipped weights).
@@ -57,6 +57,7 @@ CHANGES: dict[str, Change] = {
 
 
 def finding(metastasis: bool | None) -> str:
+    """The finding the SR would code from the plausibility verdict (None: indeterminate)."""
     return "indeterminate" if metastasis is None else ("metastasis" if metastasis else "primary")
 
 
