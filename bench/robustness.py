@@ -1,8 +1,9 @@
 """How the node's analysis (segmentations and coded finding) holds up when another scanner or
-generator renders the same studies differently: the external validation studies (``../shared/external-validation`` by default),
-each changed as a whole by one of :data:`CHANGES` (every phase alike) and analysed in this process
-by the node's pipeline (:func:`pipeline.analysis.analyse`: both segmentations, the classifier, the
-radiomics model and the plausibility checks; the shipped weights).
+generator renders the same studies differently: the external validation studies
+(``../shared/external-validation`` by default), each changed as a whole by one of
+:data:`CHANGES` (every phase alike) and analysed in this process by the node's pipeline
+(:func:`pipeline.analysis.analyse`: both segmentations, the classifier, the radiomics model and the
+plausibility checks; the shipped weights).
 
     .venv/bin/python -m bench.robustness [--cases DIR] [--out report.json]
 
