@@ -57,11 +57,6 @@ CHANGES: dict[str, Change] = {
 }
 
 
-def finding(metastasis: bool | None) -> str:
-    """The finding the SR would code from the plausibility verdict (None: indeterminate)."""
-    return "indeterminate" if metastasis is None else ("metastasis" if metastasis else "primary")
-
-
 def run(cases: list[Path]) -> list[dict[str, object]]:
     from pipeline.analysis import analyse
     from pipeline.errors import InputRejected
@@ -81,10 +76,10 @@ def run(cases: list[Path]) -> list[dict[str, object]]:
                 row.update(dice_unet=0.0, dice_rg=0.0, finding=f"rejected: {exc.reason}", p_classifier=None)
             else:
                 unet = result.unet_mask if result.unet_mask is not None else np.zeros_like(truth)
-                metastasis = result.verdict.metastasis if result.verdict is not None else None
                 row.update(dice_unet=round(dice(unet, truth), 3),
                            dice_rg=round(dice(result.region_growing.mask, truth), 3),
-                           finding=finding(metastasis),
+                           finding=result.verdict.summary()["finding"] if result.verdict is not None
+                           else "indeterminate",
                            p_classifier=None if result.classification is None
                            else round(result.classification.probability_metastasis, 4))
             rows.append(row)

@@ -121,12 +121,12 @@ def vary_appearance(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     u = torch.rand(n, 4, generator=gen)
     out = x.clone()
     channels = list(RATIO_CHANNELS)
+    low, high = math.log(APPEARANCE_GAMMA[0]), math.log(APPEARANCE_GAMMA[1])
     for i in range(n):
         if u[i, 0] < 0.5:
             sigma = APPEARANCE_BLUR_PX[0] + (APPEARANCE_BLUR_PX[1] - APPEARANCE_BLUR_PX[0]) * float(u[i, 1])
             out[i, channels] = torch.as_tensor(GaussianSmooth(sigma=(0.0, sigma, sigma))(out[i, channels]))
         if u[i, 2] < 0.5:
-            low, high = math.log(APPEARANCE_GAMMA[0]), math.log(APPEARANCE_GAMMA[1])
             gamma = math.exp(low + (high - low) * float(u[i, 3]))
             out[i, channels] = out[i, channels].clamp(min=0) ** gamma
     return out
