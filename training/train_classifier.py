@@ -400,8 +400,10 @@ def train(cfg: TrainConfig, work: Path, out: Path | None, *, data_dir: Path | No
         result["cv10"] = cross_validate(data, cfg)
     model = train_network(data, cfg, desc="final")
     if out is not None:
+        # the whole recipe (augmentations included), so that the weights' record does not depend on
+        # a person copying the command line into it
         meta = {"model": "InceptionResNet3D", "in_channels": len(CHANNELS), "width": 4, "data": result["data"],
-                "steps": cfg.steps, "batch": cfg.batch, "torch": torch.__version__}
+                "steps": cfg.steps, "batch": cfg.batch, "config": asdict(cfg), "torch": torch.__version__}
         result["sha256"] = weights.save(model, out, meta)
     if data_dir is None and (cfg.held_out_single or cfg.held_out_dynamic or cfg.held_out_randomised
                              or cfg.held_out_randomised_dynamic):

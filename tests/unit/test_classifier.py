@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -277,7 +279,6 @@ def test_a_dynamic_only_member_counts_for_dynamic_series_only(tiny_set: CubeSet,
     """``--dynamic-only``: that file's network joins the mean for a dynamic series (inflow/outflow
     channels present) and is left out for a single-phase one; the flag is saved with the weights,
     the ``.json`` says so, and an ensemble file passes its members' flags on."""
-    import json
 
     from models import weights
     from models.inception3d import Ensemble, is_dynamic
@@ -317,7 +318,6 @@ def test_a_dynamic_only_member_counts_for_dynamic_series_only(tiny_set: CubeSet,
 
 def test_the_shipped_ensemble_loads_with_its_dynamic_only_flags() -> None:
     """Five networks, the fourth and fifth for dynamic series only, as its ``.json`` says."""
-    import json
 
     from models.inception3d import Ensemble
     from models.inception3d import load as load_classifier
@@ -428,7 +428,6 @@ def test_the_ensemble_command_calibrates_on_validation_phantoms(tiny_set: CubeSe
     """``--calibration-single N --calibration-dynamic M``: the ensemble is fitted per kind on the cubes
     of the calibration sets' seeds (read from ``--work``, as ``train-classifier`` caches them), the
     fit is saved with the weights and named in the ``.json``; without ``--work`` it is refused."""
-    import json
 
     from models import weights
     from models.inception3d import load as load_classifier
@@ -558,6 +557,19 @@ def test_with_node_cubes_trains_on_both_outlines_of_the_same_studies(tmp_path: P
         train_classifier(cfg, tmp_path, None)
     with pytest.raises(TrainingDataError, match="phantoms only"):
         load_training_set(cfg, tmp_path, tmp_path, tmp_path / "labels.csv")
+
+
+def test_the_saved_network_records_its_whole_recipe(tmp_path: Path) -> None:
+    """The ``.json`` beside a trained network holds every option it was trained with (the
+    augmentations included), not only what a person remembers to copy into it."""
+    from training.train_classifier import train as train_classifier
+
+    cfg = TrainConfig(studies=2, steps=1, batch=2, held_out_single=0, held_out_dynamic=0,
+                      vary_appearance=True, outline_jitter=True, seed=7)
+    result = train_classifier(cfg, tmp_path, tmp_path / "net.pt", skip_cv=True)
+    meta = json.loads((tmp_path / "net.pt.json").read_text())
+    assert meta["config"] == asdict(cfg) and meta["sha256"] == result["sha256"]
+    assert meta["config"]["vary_appearance"] is True and meta["data"] == "classic phantom seeds 40000-40001"
 
 
 def test_the_command_line_offers_the_masks_training_knows() -> None:
