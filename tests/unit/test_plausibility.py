@@ -73,6 +73,25 @@ def test_kinetics_agree_with_each_class() -> None:
     assert assess(**GOOD | {"p_classifier": 0.1, "p_radiomics": 0.2, "washout_fraction": 0.049}) == Verdict(False, ())
 
 
+def test_with_a_curve_a_radiomics_p_near_one_half_is_no_opinion() -> None:
+    """Within 0.05 of 0.5 on the other side, radiomics does not hold back a class the kinetics
+    agree with; at 0.05 or beyond it does (915004: P 0.785, radiomics 0.484, a metastasis)."""
+    curve = {"washout_fraction": 0.2}
+    assert assess(**GOOD | curve | {"p_radiomics": 0.484}) == Verdict(True, ())
+    assert assess(**GOOD | curve | {"p_radiomics": 0.451}) == Verdict(True, ())
+    assert assess(**GOOD | curve | {"p_radiomics": 0.45}).reasons == (IndeterminateReason.MODELS_DISAGREE,)
+    primary = GOOD | {"p_classifier": 0.1, "washout_fraction": 0.0}
+    assert assess(**primary | {"p_radiomics": 0.5}) == Verdict(False, ())
+    assert assess(**primary | {"p_radiomics": 0.549}) == Verdict(False, ())
+    assert assess(**primary | {"p_radiomics": 0.55}).reasons == (IndeterminateReason.MODELS_DISAGREE,)
+    assert assess(**primary | {"p_radiomics": 0.9}).reasons == (IndeterminateReason.MODELS_DISAGREE,)
+    wider = Limits(radiomics_dynamic_margin=0.2)
+    assert assess(**GOOD | curve | {"p_radiomics": 0.31}, limits=wider) == Verdict(True, ())
+    assert assess(**GOOD | curve | {"p_radiomics": 0.3}, limits=wider).reasons == (IndeterminateReason.MODELS_DISAGREE,)
+    # without a curve the same P holds the class back
+    assert assess(**GOOD | {"p_radiomics": 0.484}).reasons == (IndeterminateReason.MODELS_DISAGREE,)
+
+
 def test_washout_from_the_lesion_mean_curve() -> None:
     """Pre 100, then 200, 300 (peak enhancement 2.0), 250 (1.5): a quarter washed out; a rising
     curve has none; single-phase or two-phase series have no curve to judge."""
@@ -119,6 +138,9 @@ def test_limits_are_validated() -> None:
     for margin in (-0.01, 0.5):
         with pytest.raises(ValueError, match="radiomics_margin"):
             Limits(radiomics_margin=margin)
+        with pytest.raises(ValueError, match="radiomics_dynamic_margin"):
+            Limits(radiomics_dynamic_margin=margin)
+    assert Limits(radiomics_dynamic_margin=0.0).radiomics_dynamic_margin == 0.0
 
 
 def test_inside_fraction_counts_the_margin_in_millimetres() -> None:
