@@ -32,9 +32,9 @@ with the coded reasons (the SEG and the measurements are still sent):
   indeterminate;
 * the classifier's probability is outside the uncertain band (the probability is calibrated per
   kind of series on validation phantoms, ``models.inception3d.Ensemble.calibration``, so the band
-  means "less than 70 % sure"; with the calibration of `d0bac404` (2026-12-02, last: five networks,
-  the masks of U-Net `aee7549d`) it holds back the networks' mean at 0.16-0.69 on a single-phase
-  series and at 0.59-0.79 on a dynamic one, where
+  means "less than 70 % sure"; with the calibration of `a6028c53` (2026-12-03: five networks,
+  the masks of U-Net `d290ecbb`) it holds back the networks' mean at 0.15-0.73 on a single-phase
+  series and at 0.59-0.78 on a dynamic one, where
   the dynamic primaries at 0.3-0.5 were before the calibration);
 * the radiomics model, where one is shipped for the series' kind, gives the same class; and where
   no time-intensity curve checks the class (single-phase series), clearly: its P(metastasis) at
