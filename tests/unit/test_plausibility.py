@@ -54,6 +54,8 @@ def test_limits_are_inclusive_where_the_specification_is() -> None:
     assert assess(**edge) == Verdict(True, ())
     assert assess(**GOOD | {"p_classifier": 0.1, "p_radiomics": 0.4}) == Verdict(False, ())
     assert assess(**GOOD | {"p_radiomics": 0.59}, limits=Limits(radiomics_margin=0.05)) == Verdict(True, ())
+    # no margin: a radiomics P of exactly 0.5 is on the metastasis side, as the classifier's is
+    assert assess(**GOOD | {"p_radiomics": 0.5}, limits=Limits(radiomics_margin=0.0)) == Verdict(True, ())
     assert assess(**GOOD | {"peak_enhancement": 5.0}) == Verdict(True, ())
     assert assess(**GOOD | {"p_classifier": 0.3, "p_radiomics": 0.0}) == Verdict(False, ())
 
@@ -121,6 +123,12 @@ def test_keep_in_body_drops_what_lies_outside() -> None:
     outside = np.zeros_like(body)
     outside[:, 30:34, 30:34] = True
     assert (keep_in_body(outside, body, (1.0, 1.0)) == outside).all()  # nothing qualifies: mask kept whole
+    half = np.zeros_like(body)
+    half[:, 12:16, 12:16] = True  # a lesion inside, so that something qualifies
+    half[:, 30, 21:29] = True  # 11 rows below the body: nothing within 5 mm
+    half[:, 19, 21:29] = True  # on the body's last row: columns 21-24 within 5 mm, 25-28 not
+    kept = keep_in_body(half, body, (1.0, 1.0))
+    assert kept[:, 19, 21:29].all() and not kept[:, 30, 21:29].any()  # exactly half inside: kept
 
 
 def test_several_reasons_are_all_reported() -> None:
@@ -132,8 +140,9 @@ def test_several_reasons_are_all_reported() -> None:
 def test_limits_are_validated() -> None:
     with pytest.raises(ValueError, match="uncertain band"):
         Limits(uncertain_low=0.6)
-    with pytest.raises(ValueError, match="min_peak_enhancement"):
-        Limits(min_peak_enhancement=5.5)
+    for low in (5.5, 5.0):  # an empty range (5.0: the default upper limit itself) is refused
+        with pytest.raises(ValueError, match="min_peak_enhancement"):
+            Limits(min_peak_enhancement=low)
     assert Limits(radiomics_margin=0.0).radiomics_margin == 0.0  # no margin: the side of 0.5 alone
     for margin in (-0.01, 0.5):
         with pytest.raises(ValueError, match="radiomics_margin"):
