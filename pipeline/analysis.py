@@ -33,7 +33,7 @@ from pipeline.parameter_maps import compute as compute_maps
 from pipeline.plausibility import Limits, Verdict, assess, inside_fraction, washout
 from pipeline.precision import Precision, parse_precision
 from pipeline.reasons import Reason
-from pipeline.region_growing import RegionGrowingResult
+from pipeline.region_growing import RegionGrowingResult, enhancement_image
 from pipeline.region_growing import segment as region_growing
 from pipeline.volume import Volume
 
@@ -184,7 +184,7 @@ def analyse(volume: Volume, *, use_unet: bool = True, precision: str | Precision
         image = segmentation_input(volume.pixels)
         _check_range(image)
     with _timed(timings, "region_growing"):
-        rg = region_growing(image, (volume.spacing[1], volume.spacing[2]))
+        rg = region_growing(image, (volume.spacing[1], volume.spacing[2]), enhancement_image(volume.pixels))
     unet_mask, sha = None, None
     if use_unet:
         with _timed(timings, "unet"):

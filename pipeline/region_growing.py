@@ -33,6 +33,16 @@ G. **Further lesions**: the next brightest voxel outside what was grown becomes 
    level), up to five lesions. A seed whose region was dropped (a bright cortex, endplate or
    vessel: images where bone or vessels outshine the lesion) does not set that level; up to 15
    seeds are tried.
+H. **Dynamic series**: seeds and growth (steps C-G) run on the enhancement, the peak over the
+   post-contrast phases minus the pre-contrast phase, instead of the peak image. Cortex, disc, CSF
+   and suppressed fat take up no contrast and drop out of it, so a bone or disc brighter than the
+   lesion (the randomised look's wild contrasts; some scanners) no longer takes the seed. The body
+   is still found on the peak image; the marrow level of growth is the body's marrow enhancement,
+   and the one returned (every enhancement ratio's reference) the peak image's. Muscles and vessels
+   enhance too: a region mostly outside the body is grown again confined to the candidate region,
+   as a flood is, where on a single image it is dropped (on the enhancement a seed deep in the body
+   is lesion whose region leaked; on a single image it is mostly a bright cortex, endplate or
+   vessel).
 
 Needs only the small localiser's weights, so the node still segments when the U-Net is unavailable.
 """
@@ -124,11 +134,11 @@ def _component(above: np.ndarray, seed: tuple[int, int, int]) -> np.ndarray:
 
 
 def _grow(smooth: np.ndarray, seed: tuple[int, int, int], level: float, allowed: np.ndarray, confine: np.ndarray,
-          marrow: float, max_voxels: float) -> np.ndarray:
+          marrow: float, max_voxels: float, body: np.ndarray | None = None) -> np.ndarray:
     """Step F for one seed: growth halfway between marrow and the lesion's level, the level taken
-    from what was grown (the last region that did not flood is kept); a region that floods is grown
-    again within ``confine``, then from thresholds raised towards the seed. Never empty: no
-    threshold is above the seed's own value."""
+    from what was grown (the last region that did not flood is kept); a region that floods (or,
+    ``body`` given, lies mostly outside it) is grown again within ``confine``, then from thresholds
+    raised towards the seed. Never empty: no threshold is above the seed's own value."""
     ceiling = float(smooth[seed])
 
     def component(threshold: float, where: np.ndarray) -> np.ndarray:
@@ -137,7 +147,9 @@ def _grow(smooth: np.ndarray, seed: tuple[int, int, int], level: float, allowed:
     where, estimate, kept = allowed, level, None
     for _ in range(LEVEL_ROUNDS + 1):
         grown = component(marrow + 0.5 * (estimate - marrow), where)
-        if grown.sum() > max_voxels and where is allowed:  # joined a bright cortex or neighbour
+        outside = body is not None and np.count_nonzero(grown & body) < MIN_INSIDE_BODY * np.count_nonzero(grown)
+        # joined a bright cortex or neighbour, or (on an enhancement image) enhancing muscle
+        if (grown.sum() > max_voxels or outside) and where is allowed:
             where = allowed & confine
             grown = component(marrow + 0.5 * (estimate - marrow), where)
         if grown.sum() > max_voxels:
@@ -157,10 +169,11 @@ def _grow(smooth: np.ndarray, seed: tuple[int, int, int], level: float, allowed:
 
 
 def _grow_from_seeds(smooth: np.ndarray, search: np.ndarray, allowed: np.ndarray, body: np.ndarray,
-                     candidate: np.ndarray, marrow: float, body_voxels: int
+                     candidate: np.ndarray, marrow: float, body_voxels: int, *, confine_outside: bool = False
                      ) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
     """Steps E-G: grow from the brightest seeds left in ``search`` (changed here) while they stand
-    out from the marrow; a flood is confined to ``candidate``; returns the lesions and their seeds."""
+    out from the marrow; a flood (and with ``confine_outside`` a region mostly outside the body) is
+    confined to ``candidate``; returns the lesions and their seeds."""
     mask = np.zeros(allowed.shape, dtype=bool)
     seeds: list[tuple[int, int, int]] = []
     first_level = None
@@ -178,7 +191,8 @@ def _grow_from_seeds(smooth: np.ndarray, search: np.ndarray, allowed: np.ndarray
             break
         # holds the seed (``search`` lies in ``allowed`` and the body, the candidate holds the body),
         # so clearing around it below never leaves the same seed to be taken again
-        grown = _grow(smooth, (z, y, x), level, allowed, candidate, marrow, MAX_BODY_FRACTION * body_voxels)
+        grown = _grow(smooth, (z, y, x), level, allowed, candidate, marrow, MAX_BODY_FRACTION * body_voxels,
+                      body if confine_outside else None)
         grown = fill_holes_per_slice(grown)
         search[ndimage.binary_dilation(grown, iterations=2)] = -np.inf
         if np.count_nonzero(grown & body) < MIN_INSIDE_BODY * np.count_nonzero(grown):
@@ -189,24 +203,45 @@ def _grow_from_seeds(smooth: np.ndarray, search: np.ndarray, allowed: np.ndarray
     return mask, seeds
 
 
-def segment(image: np.ndarray, pixel_mm: tuple[float, float]) -> RegionGrowingResult:
-    """``image``: (slices, rows, cols) post-contrast (or peak) image; returns the lesion mask."""
+def enhancement_image(pixels: np.ndarray) -> np.ndarray | None:
+    """(phases, slices, rows, cols) -> what a dynamic series' lesions are grown on (step H): the
+    peak over the post-contrast phases minus the pre-contrast phase (phase 1), negative values
+    (noise, motion) at 0; None for a single-phase series."""
+    if pixels.ndim != 4:
+        raise ValueError(f"expected (phases, slices, rows, cols), got shape {pixels.shape}")
+    if pixels.shape[0] == 1:
+        return None
+    pre = pixels[0].astype(np.float32)
+    return np.maximum(pixels[1:].max(axis=0).astype(np.float32) - pre, 0.0)
+
+
+def segment(image: np.ndarray, pixel_mm: tuple[float, float], enhancement: np.ndarray | None = None
+            ) -> RegionGrowingResult:
+    """``image``: (slices, rows, cols) post-contrast (or peak) image; ``enhancement``: for a dynamic
+    series, :func:`enhancement_image` (step H). Returns the lesion mask, the body found in ``image``
+    and normal marrow's level in ``image`` (whatever the growth ran on)."""
     px = float(np.mean(pixel_mm))
     smooth = smoothed(image, pixel_mm)
     body = locate_body(image, smooth, pixel_mm)
+    marrow = marrow_level(smooth, body.mask)
+    # what seeds and growth look at: the image, or a dynamic series' enhancement (with its own
+    # level of normal marrow, that of the body's marrow enhancement)
+    grow_on, grow_marrow = smooth, marrow
+    if enhancement is not None:
+        grow_on = smoothed(enhancement, pixel_mm)
+        grow_marrow = marrow_level(grow_on, body.mask)
     b, a = body.semi_axes
     scale = np.sqrt(5.0)  # area x5
     expanded2d = ellipse_mask(image.shape[1:], body.centre, (b * scale, a * scale))
     expanded = np.broadcast_to(expanded2d, image.shape)
-    candidate = candidate_region(smooth, body, expanded2d, px)
-    marrow = marrow_level(smooth, body.mask)
+    candidate = candidate_region(grow_on, body, expanded2d, px)
     # growth may leave the body (primary tumours break through the cortex), but only by a margin:
     # the muscles around it enhance as much as a weak tumour does
     margin = max(1, round(GROWTH_MARGIN_MM / px))
     # everything below happens inside the expanded ellipse: work in its bounding box (plus the
     # growth margin), the same pixels at a fraction of the cost of whole 512 x 512 slices
     box = in_plane_box(expanded2d, pad=margin + 3)
-    body_box, smooth_box = body.mask[box], smooth[box]
+    body_box, grow_box = body.mask[box], grow_on[box]
     allowed = expanded[box] & ndimage.binary_dilation(body_box, structure=_GROW, iterations=margin)
     # seeds only where growth is allowed (a seed outside it would lie in no grown component), and
     # deep in the body, away from its cortex (anywhere in the body when no slice of it is thick
@@ -215,9 +250,9 @@ def segment(image: np.ndarray, pixel_mm: tuple[float, float]) -> RegionGrowingRe
     depth = max(1, round(SEED_DEPTH_MM / px))
     disk = np.hypot(*np.mgrid[-depth:depth + 1, -depth:depth + 1]) <= depth
     deep = ndimage.binary_erosion(body_box, structure=disk[None])
-    search = np.where(allowed & (deep if deep.any() else body_box), smooth_box, -np.inf)
-    grown_box, seeds = _grow_from_seeds(smooth_box, search, allowed, body_box, candidate[box], marrow,
-                                        max(int(body.mask.sum()), 1))
+    search = np.where(allowed & (deep if deep.any() else body_box), grow_box, -np.inf)
+    grown_box, seeds = _grow_from_seeds(grow_box, search, allowed, body_box, candidate[box], grow_marrow,
+                                        max(int(body.mask.sum()), 1), confine_outside=enhancement is not None)
     mask = np.zeros(image.shape, dtype=bool)
     mask[box] = grown_box
     seeds = [(z, y + box[1].start, x + box[2].start) for z, y, x in seeds]

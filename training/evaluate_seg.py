@@ -23,6 +23,7 @@ from models.unet_io import segmentation_input
 from phantom import generate_study
 from phantom.params import SLICE_THICKNESS_MM
 from pipeline.metrics import segmentation_scores
+from pipeline.region_growing import enhancement_image
 from pipeline.region_growing import segment as region_growing
 from pipeline.segmentation import UNetSegmenter
 from training.errors import TrainingError
@@ -32,18 +33,19 @@ METHODS = ("unet", "region_growing")
 
 
 def held_out_study(look: str, seed: int, phases: int) -> tuple[np.ndarray, np.ndarray, float, dict]:
-    """(image, truth mask, pixel spacing in mm, description) of one held-out study of ``look``."""
+    """(pixels (phases, slices, rows, cols), truth mask, pixel spacing in mm, description) of one
+    held-out study of ``look``."""
     if look == "classic":
         study = generate_study(seed, phases=phases)
         p = study.params
-        return (segmentation_input(study.pixels).astype(np.float32), study.mask, p.pixel_spacing_mm,
+        return (study.pixels.astype(np.float32), study.mask, p.pixel_spacing_mm,
                 {"label": p.label_name, "matrix": f"{p.rows}x{p.columns}"})
     if look == "randomised":
         from phantom.randomised import generate_randomised
 
         r = generate_randomised(seed, phases=phases)
         rows, cols = r.meta["matrix"]
-        return (segmentation_input(r.pixels).astype(np.float32), r.mask, float(r.meta["pixel_mm"]),
+        return (r.pixels.astype(np.float32), r.mask, float(r.meta["pixel_mm"]),
                 {"label": "metastasis" if r.label else "primary", "matrix": f"{rows}x{cols}",
                  "contrast": r.meta["contrast"]})
     raise TrainingError(f"unknown phantom look {look!r}: use classic or randomised")
@@ -100,8 +102,9 @@ def evaluate(studies: int, out: Path, *, seed: int = HELD_OUT_SEED, phases: int 
     rows: list[dict] = []
     overlays: list[tuple] = []
     for s in tqdm(range(seed, seed + studies), desc=f"held-out {look} phantoms", unit="study"):
-        image, mask, px, about = held_out_study(look, s, phases)
-        rg = region_growing(image, (px, px))
+        pixels, mask, px, about = held_out_study(look, s, phases)
+        image = segmentation_input(pixels)
+        rg = region_growing(image, (px, px), enhancement_image(pixels))  # as the node grows them
         preds = {"unet": segmenter.segment_in_body(image, rg.body.mask, rg.marrow_level, (px, px)),
                  "region_growing": rg.mask}
         row = {"seed": s, **about}

@@ -39,7 +39,10 @@ MODEL_NAME = "spinenode"
 # 9: the U-Net's probability is the mean over the image and its left-right mirror image
 #    (``pipeline.segmentation.MASK_VERSION`` 2): the U-Net's SEG segment, the measurements and the
 #    classifier's input change, and with them the classifier's calibration.
-OUTPUT_REVISION = 9
+# 10: region growing on a dynamic series grows on the enhancement (peak minus pre-contrast), and a
+#     region that leaks out of the body there is confined, not dropped: its SEG segment, the
+#     segmentation-agreement check and so the finding may change.
+OUTPUT_REVISION = 10
 NOT_FOR_DIAGNOSIS = "NOT FOR DIAGNOSIS - research use only, models trained on synthetic phantoms"
 
 

@@ -103,11 +103,11 @@ def test_software_versions_name_the_package_revision_and_each_models_checksum(pi
     identity = _analysed(unet=SHA["unet"], classifier=SHA["classifier"], localiser=SHA["localiser"],
                          radiomics=SHA["radiomics"])
     assert identity.software_versions == (
-        "spinenode 1.2.3 outputs r9", "unet sha256 uuuuuuuu01234567", "classifier sha256 cccccccc01234567",
+        "spinenode 1.2.3 outputs r10", "unet sha256 uuuuuuuu01234567", "classifier sha256 cccccccc01234567",
         "spine localiser sha256 llllllll01234567", "radiomics sha256 rrrrrrrr01234567")
     assert identity.model_version == "|".join(identity.software_versions)
-    assert _analysed().software_versions == ("spinenode 1.2.3 outputs r9",)
-    assert _analysed().model_version == "spinenode 1.2.3 outputs r9"
+    assert _analysed().software_versions == ("spinenode 1.2.3 outputs r10",)
+    assert _analysed().model_version == "spinenode 1.2.3 outputs r10"
 
 
 def test_result_uids_are_derived_from_kind_part_series_and_model_version(pinned_version: str) -> None:
