@@ -228,8 +228,8 @@ def test_region_growing_outlining_the_same_lesion_too_large_is_no_disagreement(p
     in_plane = np.zeros((3, 3, 3), dtype=bool)
     in_plane[1] = True
 
-    def leaked(image, pixel_mm):  # noqa: ANN001, ANN202 - region growing's signature
-        grown = real(image, pixel_mm)
+    def leaked(image, pixel_mm, enhancement=None):  # noqa: ANN001, ANN202 - region growing's signature
+        grown = real(image, pixel_mm, enhancement)
         return replace(grown, mask=ndimage.binary_dilation(grown.mask, structure=in_plane, iterations=12))
 
     monkeypatch.setattr(pipeline.analysis, "region_growing", leaked)
