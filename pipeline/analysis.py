@@ -30,7 +30,7 @@ from pipeline.lesions import Lesion, find_lesions
 from pipeline.metrics import dice, overlap_coefficient
 from pipeline.parameter_maps import ParameterMaps
 from pipeline.parameter_maps import compute as compute_maps
-from pipeline.plausibility import Limits, Verdict, assess, inside_fraction, washout
+from pipeline.plausibility import Limits, Verdict, assess, body_share, inside_fraction, washout
 from pipeline.precision import Precision, parse_precision
 from pipeline.reasons import Reason
 from pipeline.region_growing import RegionGrowingResult, enhancement_image
@@ -150,7 +150,8 @@ def plausibility_verdict(volume: Volume, rg: RegionGrowingResult, lesion: Lesion
     """Whether the largest lesion and the two models support a coded diagnosis."""
     limits = Limits()
     inside = inside_fraction(lesion.mask, rg.body.mask, (volume.spacing[1], volume.spacing[2]), limits.body_margin_mm)
-    return assess(inside_body=inside, peak_enhancement=lesion.peak_enhancement, agreement_overlap=overlap,
+    return assess(inside_body=inside, body_share=body_share(lesion.mask, rg.body.mask),
+                  peak_enhancement=lesion.peak_enhancement, agreement_overlap=overlap,
                   p_classifier=classification.probability_metastasis,
                   p_radiomics=None if radiomics is None else float(radiomics["probability_metastasis"]),
                   washout_fraction=washout(volume.pixels, lesion.mask),

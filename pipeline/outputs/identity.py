@@ -41,7 +41,8 @@ MODEL_NAME = "spinenode"
 #    classifier's input change, and with them the classifier's calibration.
 # 10: region growing on a dynamic series grows on the enhancement (peak minus pre-contrast), and a
 #     region that leaks out of the body there is confined, not dropped: its SEG segment, the
-#     segmentation-agreement check and so the finding may change.
+#     segmentation-agreement check and so the finding may change; a lesion covering a fifth of the
+#     vertebral body passes the "lesion in the body" check, so the finding may change.
 OUTPUT_REVISION = 10
 NOT_FOR_DIAGNOSIS = "NOT FOR DIAGNOSIS - research use only, models trained on synthetic phantoms"
 

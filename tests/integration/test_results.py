@@ -247,6 +247,26 @@ def test_region_growing_outlining_the_same_lesion_too_large_is_no_disagreement(p
     assert values["OVERLAP_UNET_RG"] == round(analysis.agreement_overlap, 4)
 
 
+def test_the_verdict_weighs_the_lesions_share_of_the_body(phantom_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The "lesion in the vertebral body" check gets both measures of the reported lesion: the share
+    of it within 5 mm of the located body and the share of the body it covers."""
+    import pipeline.analysis
+    from pipeline.plausibility import body_share, inside_fraction
+
+    seen: dict = {}
+    real = pipeline.analysis.assess
+
+    def spy(**kwargs):  # noqa: ANN003, ANN202 - assess's signature
+        seen.update(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(pipeline.analysis, "assess", spy)
+    analysis = analyse(load_series(sorted((phantom_dir / "study_101" / "series").glob("*.dcm"))))
+    lesion, body = analysis.lesions[0].mask, analysis.region_growing.body.mask
+    assert seen["body_share"] == body_share(lesion, body) > 0
+    assert seen["inside_body"] == inside_fraction(lesion, body, analysis.volume.spacing[1:], 5.0) > 0
+
+
 def test_uids_are_deterministic_and_change_with_the_model(phantom_dir: Path) -> None:
     from pipeline.outputs.identity import ResultIdentity
 

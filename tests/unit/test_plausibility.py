@@ -11,6 +11,7 @@ from pipeline.plausibility import (
     Limits,
     Verdict,
     assess,
+    body_share,
     drop_faint,
     inside_fraction,
     keep_in_body,
@@ -58,6 +59,26 @@ def test_limits_are_inclusive_where_the_specification_is() -> None:
     assert assess(**GOOD | {"p_radiomics": 0.5}, limits=Limits(radiomics_margin=0.0)) == Verdict(True, ())
     assert assess(**GOOD | {"peak_enhancement": 5.0}) == Verdict(True, ())
     assert assess(**GOOD | {"p_classifier": 0.3, "p_radiomics": 0.0}) == Verdict(False, ())
+
+
+def test_a_lesion_covering_a_fifth_of_the_body_is_in_it_whatever_lies_outside() -> None:
+    """An expansile primary mostly outside the located body (or one that replaced much of it) is in
+    the body when it covers ``min_body_share`` of it, the rule that keeps the U-Net's lesions; one
+    that covers less and lies mostly outside is still held back."""
+    outside = GOOD | {"inside_body": 0.3}
+    assert assess(**outside, body_share=0.2) == Verdict(True, ())
+    assert assess(**outside, body_share=0.19).reasons == (IndeterminateReason.LESION_OUTSIDE_VERTEBRAL_BODY,)
+    assert assess(**outside).reasons == (IndeterminateReason.LESION_OUTSIDE_VERTEBRAL_BODY,)  # share unknown: 0
+    assert assess(**outside, body_share=0.3, limits=Limits(min_body_share=0.31)).indeterminate
+
+
+def test_body_share_is_the_share_of_the_body_the_lesion_covers() -> None:
+    body = np.zeros((2, 10, 10), dtype=bool)
+    body[:, :5, :4] = True  # 40 voxels
+    lesion = np.zeros_like(body)
+    lesion[0, 3:8, :4] = True  # 20 voxels, 8 of them in the body
+    assert body_share(lesion, body) == pytest.approx(0.2)
+    assert body_share(lesion, np.zeros_like(body)) == 0.0
 
 
 def test_no_agreement_or_radiomics_is_not_held_against_the_study() -> None:
