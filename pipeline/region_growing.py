@@ -40,9 +40,11 @@ H. **Dynamic series**: seeds and growth (steps C-G) run on the enhancement, the 
    is still found on the peak image; the marrow level of growth is the body's marrow enhancement,
    and the one returned (every enhancement ratio's reference) the peak image's. Muscles and vessels
    enhance too: a region mostly outside the body is grown again confined to the candidate region,
-   as a flood is, where on a single image it is dropped (on the enhancement a seed deep in the body
-   is lesion whose region leaked; on a single image it is mostly a bright cortex, endplate or
-   vessel).
+   as a flood is, and dropped only if it is still mostly outside; on a single image it is dropped
+   at once (on the enhancement a seed deep in the body is lesion whose region leaked; on a single
+   image it is mostly a bright cortex, endplate or vessel). A dynamic series without uptake (an
+   injection that failed) leaves only noise to grow on: the U-Net, on the peak image, then
+   disagrees and the finding is indeterminate.
 
 Needs only the small localiser's weights, so the node still segments when the U-Net is unavailable.
 """
@@ -220,6 +222,8 @@ def segment(image: np.ndarray, pixel_mm: tuple[float, float], enhancement: np.nd
     """``image``: (slices, rows, cols) post-contrast (or peak) image; ``enhancement``: for a dynamic
     series, :func:`enhancement_image` (step H). Returns the lesion mask, the body found in ``image``
     and normal marrow's level in ``image`` (whatever the growth ran on)."""
+    if enhancement is not None and enhancement.shape != image.shape:
+        raise ValueError(f"enhancement shape {enhancement.shape} differs from the image's {image.shape}")
     px = float(np.mean(pixel_mm))
     smooth = smoothed(image, pixel_mm)
     body = locate_body(image, smooth, pixel_mm)

@@ -335,3 +335,29 @@ def test_the_node_grows_a_dynamic_series_on_its_enhancement() -> None:
     _, volume, truth, _ = next(iter(randomised_items([905032], phases=3)))
     analysis = analyse(volume, use_radiomics=False, use_classifier=False)
     assert segmentation_scores(analysis.region_growing.mask, truth)["dice"] > 0.9
+
+
+def test_a_dynamic_series_without_uptake_gets_no_coded_diagnosis() -> None:
+    """Contrast that never arrived (a failed injection): every post-contrast phase is the
+    pre-contrast one plus 2 % noise. Region growing on the enhancement has only noise to grow on,
+    the U-Net on the peak image outlines something else, and the finding is indeterminate."""
+    from dataclasses import replace
+
+    from pipeline.analysis import analyse
+    from pipeline.plausibility import IndeterminateReason
+    from training.classifier_data import look_items
+
+    _, volume, _, _ = next(iter(look_items("classic", [915003], dynamic_fraction=1.0)))
+    pixels = volume.pixels.copy()
+    rng = np.random.default_rng(0)
+    noise = 0.02 * float(np.median(pixels[0][pixels[0] > 0]))
+    pixels[1:] = pixels[0] + rng.normal(0, noise, pixels[1:].shape)
+    analysis = analyse(replace(volume, pixels=pixels.astype(np.float32)))
+    assert analysis.verdict is not None and analysis.verdict.indeterminate
+    assert IndeterminateReason.SEGMENTATIONS_DISAGREE in analysis.verdict.reasons
+
+
+def test_region_growing_refuses_an_enhancement_of_another_shape() -> None:
+    image = np.zeros((3, 20, 20), dtype=np.float32)
+    with pytest.raises(ValueError, match="enhancement shape"):
+        segment(image, (1.0, 1.0), np.zeros((3, 20, 21), dtype=np.float32))
