@@ -56,6 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from models.unet_io import segmentation_input
 from pipeline.anatomy import (
     BodyRegion,
     ellipse_mask,
@@ -135,6 +136,11 @@ def _component(above: np.ndarray, seed: tuple[int, int, int]) -> np.ndarray:
     return labels == labels[seed] if labels[seed] else np.zeros_like(above)
 
 
+def _mostly_outside(region: np.ndarray, body: np.ndarray) -> bool:
+    """Less than ``MIN_INSIDE_BODY`` of ``region`` lies in ``body``."""
+    return bool(np.count_nonzero(region & body) < MIN_INSIDE_BODY * np.count_nonzero(region))
+
+
 def _grow(smooth: np.ndarray, seed: tuple[int, int, int], level: float, allowed: np.ndarray, confine: np.ndarray,
           marrow: float, max_voxels: float, body: np.ndarray | None = None) -> np.ndarray:
     """Step F for one seed: growth halfway between marrow and the lesion's level, the level taken
@@ -149,9 +155,8 @@ def _grow(smooth: np.ndarray, seed: tuple[int, int, int], level: float, allowed:
     where, estimate, kept = allowed, level, None
     for _ in range(LEVEL_ROUNDS + 1):
         grown = component(marrow + 0.5 * (estimate - marrow), where)
-        outside = body is not None and np.count_nonzero(grown & body) < MIN_INSIDE_BODY * np.count_nonzero(grown)
         # joined a bright cortex or neighbour, or (on an enhancement image) enhancing muscle
-        if (grown.sum() > max_voxels or outside) and where is allowed:
+        if (grown.sum() > max_voxels or (body is not None and _mostly_outside(grown, body))) and where is allowed:
             where = allowed & confine
             grown = component(marrow + 0.5 * (estimate - marrow), where)
         if grown.sum() > max_voxels:
@@ -197,7 +202,7 @@ def _grow_from_seeds(smooth: np.ndarray, search: np.ndarray, allowed: np.ndarray
                       body if confine_outside else None)
         grown = fill_holes_per_slice(grown)
         search[ndimage.binary_dilation(grown, iterations=2)] = -np.inf
-        if np.count_nonzero(grown & body) < MIN_INSIDE_BODY * np.count_nonzero(grown):
+        if _mostly_outside(grown, body):
             continue  # mostly outside the body: prevertebral or paraspinal tissue, not a bone lesion
         mask |= grown
         seeds.append((z, y, x))
@@ -213,8 +218,7 @@ def enhancement_image(pixels: np.ndarray) -> np.ndarray | None:
         raise ValueError(f"expected (phases, slices, rows, cols), got shape {pixels.shape}")
     if pixels.shape[0] == 1:
         return None
-    pre = pixels[0].astype(np.float32)
-    return np.maximum(pixels[1:].max(axis=0).astype(np.float32) - pre, 0.0)
+    return np.maximum(segmentation_input(pixels).astype(np.float32) - pixels[0], 0.0)
 
 
 def segment(image: np.ndarray, pixel_mm: tuple[float, float], enhancement: np.ndarray | None = None
