@@ -1,7 +1,7 @@
 """Diagnosis stages per study: CE parameter maps, the lesion cube, the 3D classifier, and
 radiomics per lesion, for single-phase and dynamic 512x512 phantoms.
 
-    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 .venv/bin/python bench/classify.py
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 .venv/bin/python -m bench.classify
 
 Each stage is run as the worker runs it (``pipeline.analysis``: maps from the region-growing
 marrow level, cube and classifier on the largest lesion, radiomics with the shipped signature's

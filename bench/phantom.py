@@ -3,7 +3,7 @@
 Prints the median (and min/max) over N runs, and as a reference measured in the same run, the
 time pydicom alone takes to write the same 12 MR files (no generation, no SEG).
 
-    .venv/bin/python bench/phantom.py [--runs 7] [--matrix 512x512]
+    .venv/bin/python -m bench.phantom [--runs 7] [--matrix 512x512]
 """
 
 from __future__ import annotations

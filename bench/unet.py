@@ -1,7 +1,7 @@
 """U-Net inference: milliseconds per 512x512 slice, fp32 against the shipped fast path
 (channels-last + bf16 autocast), and the Dice of each on held-out phantoms.
 
-    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 .venv/bin/python bench/unet.py
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 .venv/bin/python -m bench.unet
 
 Timing: median of ``--runs`` forward passes of a batch of 4 slices (one warm-up first), threads
 as torch sets them. Accuracy: mean Dice over ``--studies`` held-out phantoms (seeds 900000+).
