@@ -28,6 +28,10 @@ debs=(dcmtk dicom3tools orthanc libtcmalloc-minimal4 openssl)
 [ -n "$extras" ] && debs+=(chromium-driver)
 [ -n "$viewer" ] && debs+=(orthanc-dicomweb)
 [ -n "$viewer" ] && ! command -v npm >/dev/null && debs+=(npm)
+# Debian's python3.11 makes virtual environments only with its venv package (ensurepip)
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+"$PY" -c "import ensurepip" 2>/dev/null || debs+=(python3-venv)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -44,8 +48,6 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO service postgresql stop 2>/dev/null || true
 fi
 
-PY=${PYTHON:-python3.11}
-command -v "$PY" >/dev/null || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first, pinned: a looser spec resolved by another package pulls GBs of CUDA wheels
