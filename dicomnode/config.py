@@ -263,7 +263,7 @@ class HttpConfig:
 
     enabled: bool = True
     host: str = "127.0.0.1"  # loopback only unless told otherwise
-    port: int = 8042  # 0: any free port (written to <data_dir>/run/http.port)
+    port: int = 8043  # not Orthanc's 8042; 0: any free port (written to <data_dir>/run/http.port)
     username: str = ""  # required, with password, when host is not loopback
     password: str = ""
 
