@@ -160,6 +160,14 @@ def body_share(lesion: np.ndarray, body: np.ndarray) -> float:
     return float(np.count_nonzero(lesion & body) / max(int(np.count_nonzero(body)), 1))
 
 
+def lies_in_body(inside: float | np.ndarray, share: float | np.ndarray, limits: Limits) -> bool | np.ndarray:
+    """The "lesion in the vertebral body" rule, for one lesion or per component: at least
+    ``min_inside_body`` of it within the grown body (``inside``, :func:`inside_fraction`), or it
+    covers at least ``min_body_share`` of the body (``share``, :func:`body_share`). What
+    :func:`keep_in_body` keeps the U-Net's lesions by and what :func:`assess` checks."""
+    return (inside >= limits.min_inside_body) | (share >= limits.min_body_share)
+
+
 def inside_fraction(lesion: np.ndarray, body: np.ndarray, pixel_mm: tuple[float, float], margin_mm: float) -> float:
     """Share of the lesion's voxels inside the body mask grown in-plane by ``margin_mm``."""
     if not lesion.any():
@@ -218,8 +226,8 @@ def keep_in_body(mask: np.ndarray, body: np.ndarray, pixel_mm: tuple[float, floa
     inside = ndimage.sum_labels(grown[box], labels, index=index)
     size = ndimage.sum_labels(mask[box], labels, index=index)
     in_body = ndimage.sum_labels(body[box].astype(bool), labels, index=index)
-    fills = in_body >= lim.min_body_share * max(int(np.count_nonzero(body)), 1)
-    return _kept(mask, box, labels, np.concatenate([[False], (inside >= lim.min_inside_body * size) | fills]))
+    keep = lies_in_body(inside / size, in_body / max(int(np.count_nonzero(body)), 1), lim)
+    return _kept(mask, box, labels, np.concatenate([[False], keep]))
 
 
 def washout(pixels: np.ndarray, lesion: np.ndarray) -> float | None:
@@ -246,7 +254,7 @@ def assess(*, inside_body: float, peak_enhancement: float, agreement_overlap: fl
     found, 0 when it found none."""
     lim = limits or Limits()
     reasons: list[IndeterminateReason] = []
-    if inside_body < lim.min_inside_body and body_share < lim.min_body_share:
+    if not lies_in_body(inside_body, body_share, lim):
         reasons.append(IndeterminateReason.LESION_OUTSIDE_VERTEBRAL_BODY)
     if not lim.min_peak_enhancement <= peak_enhancement <= lim.max_peak_enhancement:
         reasons.append(IndeterminateReason.ENHANCEMENT_IMPLAUSIBLE)
